@@ -1,0 +1,114 @@
+# preforkd / libprefork: one non-recursive Makefile. Outputs go to build/
+# (build/sanitize/ with SANITIZE=1). `make run` and `make check` install what
+# is missing (through `make deps`) before they build.
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+DESTDIR    ?=
+
+CC      ?= cc
+ifeq ($(SANITIZE),1)
+O        := build/sanitize
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+O        := build
+SANFLAGS :=
+endif
+
+CFLAGS   ?= -O2 -g
+WARNINGS := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
+ALL_CFLAGS = -std=gnu11 $(WARNINGS) $(SANFLAGS) -MMD -MP -Ilib \
+             -DPF_SYSCONFDIR='"$(SYSCONFDIR)"' $(CFLAGS)
+ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
+# libev ships no .pc file upstream, hence the plain -lev.
+INIH_CFLAGS  = $(shell pkg-config --cflags inih 2>/dev/null)
+INIH_LIBS    = $(shell pkg-config --libs inih 2>/dev/null || echo -linih)
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
+EV_LIBS      = -lev -lm
+
+LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c
+DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/serve.c daemon/echo.c
+TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon
+# Test helpers shared by several suites.
+TEST_UTIL_SRCS := tests/testutil.c
+# daemon/ objects the config suite links against (everything but main.c).
+DAEMON_LIB_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
+
+LIB_OBJS    := $(LIB_SRCS:%.c=$(O)/%.o)
+DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(O)/%.o)
+DAEMON_LIB_OBJS := $(DAEMON_LIB_SRCS:%.c=$(O)/%.o)
+TEST_UTIL_OBJS := $(TEST_UTIL_SRCS:%.c=$(O)/%.o)
+TEST_BINS   := $(TEST_NAMES:%=$(O)/tests/%)
+ALL_OBJS    := $(LIB_OBJS) $(DAEMON_OBJS) $(TEST_UTIL_OBJS) $(TEST_NAMES:%=$(O)/tests/%.o)
+
+.PHONY: all check run install clean deps tests
+all: $(O)/libprefork.a $(O)/preforkd
+
+$(O)/libprefork.a: $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(O)/preforkd: $(DAEMON_OBJS) $(O)/libprefork.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(INIH_LIBS) $(EV_LIBS)
+
+$(O)/%.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(INIH_CFLAGS) $(CHECK_CFLAGS) -c -o $@ $<
+
+$(O)/tests/check_config: $(O)/tests/check_config.o $(TEST_UTIL_OBJS) $(DAEMON_LIB_OBJS) $(O)/libprefork.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(INIH_LIBS) $(EV_LIBS)
+$(O)/tests/%: $(O)/tests/%.o $(TEST_UTIL_OBJS) $(O)/libprefork.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(EV_LIBS)
+
+tests: $(TEST_BINS) $(O)/preforkd
+
+# Every suite runs even when an earlier one fails; the target fails if any did.
+check: deps tests
+	@fail=0; for t in $(TEST_BINS); do \
+	    echo "== $$t"; \
+	    PREFORKD=$(O)/preforkd CK_FORK=yes $$t || fail=1; \
+	done; \
+	if [ $$fail = 0 ]; then echo "make check: every suite passed"; \
+	else echo "make check: FAILED"; exit 1; fi
+
+run: deps $(O)/preforkd
+	$(O)/preforkd -f -c conf/preforkd.conf
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/prefork \
+	    $(DESTDIR)$(SYSCONFDIR)/preforkd
+	install -m 755 $(O)/preforkd $(DESTDIR)$(BINDIR)/preforkd
+	install -m 644 $(O)/libprefork.a $(DESTDIR)$(LIBDIR)/libprefork.a
+	install -m 644 lib/prefork.h lib/netutil.h lib/iostream.h lib/process.h lib/tcpserver.h \
+	    $(DESTDIR)$(INCLUDEDIR)/prefork/
+	@# An operator's edited config is never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf ]; then \
+	    echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf"; \
+	else install -m 644 conf/preforkd.conf $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf; fi
+
+clean:
+	rm -rf build
+
+# Installs the Debian packages we need when something is missing and we are
+# root; otherwise prints the command to run.
+deps:
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	printf '#include <ev.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing libev-dev"; \
+	pkg-config --exists inih 2>/dev/null || missing="$$missing libinih-dev"; \
+	pkg-config --exists check 2>/dev/null || missing="$$missing check"; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "make deps: installing$$missing"; \
+	        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing || exit 1; \
+	    else \
+	        echo "make deps: missing$$missing; run:"; \
+	        echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	    fi; \
+	fi
+
+-include $(ALL_OBJS:.o=.d)

@@ -1,0 +1,15 @@
+/* Names shared between lib/ files only (pf__ prefix); not installed. */
+#ifndef PF_INTERNAL_H
+#define PF_INTERNAL_H
+
+#include "iostream.h"
+
+/* pf_iostream_new for an fd already non-blocking (accept4 made it so):
+ * saves two fcntl calls per connection. */
+struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,
+                                                 const struct pf_iostream_options *opt);
+/* Runs after the user's close callback, just before the stream is freed:
+ * lets the tcp server count open streams. */
+void pf__iostream_set_release(struct pf_iostream *s, void (*fn)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,606 @@
+/*
+ * iostream: buffered non-blocking reads and writes on one fd (Tornado's
+ * IOStream). Reads land in a stack buffer and go straight to the pending
+ * read's callback; only bytes left over after the callbacks are copied to
+ * a heap buffer, so an idle or well-behaved connection holds none. Parsing
+ * what the bytes mean is left to the handler.
+ */
+#define _GNU_SOURCE     /* memmem */
+#include "iostream.h"
+#include "internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum read_mode { READ_NONE, READ_UNTIL, READ_BYTES, READ_UNTIL_CLOSE };
+
+/* One write's completion: fires once `mark` bytes in total were sent. */
+struct write_done {
+    unsigned long long mark;
+    pf_write_cb cb;
+};
+
+struct pf_iostream {
+    struct ev_loop *loop;
+    int fd;
+    void *data;
+    size_t max_buffer;
+    double idle_timeout_sec;
+    ev_tstamp last_activity;
+
+    enum read_mode rmode;
+    pf_read_cb rcb;
+    char delim[PF_IOSTREAM_DELIM_MAX];
+    size_t dlen;
+    size_t rmax;                /* read_until: delimiter must end within this */
+    size_t rbytes;              /* read_bytes: wanted */
+    bool partial;
+    size_t scanned;             /* read_until: bytes already searched */
+    bool delivering;            /* inside deliver(): it picks up new reads itself */
+
+    char *rbuf;                 /* leftovers: rbuf[rstart, rstart + rlen) */
+    size_t rcap, rstart, rlen;
+
+    char *wbuf;                 /* unsent bytes: wbuf[wstart, wstart + wlen) */
+    size_t wcap, wstart, wlen;
+    unsigned long long wqueued, wsent;
+    struct write_done *wdone;   /* FIFO [whead, nwdone) */
+    size_t whead, nwdone, capwdone;
+    bool not_socket;            /* send() said ENOTSOCK: use write() */
+
+    bool eof;
+    bool closed;
+    int close_reason;
+    pf_close_cb close_cb;
+    void (*release)(void *);
+    void *release_arg;
+
+    ev_io rio, wio;
+    ev_timer idle;
+    ev_idle runner;             /* fed, never started: buffered reads */
+    ev_idle closer;             /* fed, never started: close callback + free */
+};
+
+#define STREAM_OF(w, field) \
+    ((struct pf_iostream *)((char *)(w) - offsetof(struct pf_iostream, field)))
+
+static void stream_close(struct pf_iostream *s, int reason);
+
+static void touch(struct pf_iostream *s)
+{
+    s->last_activity = ev_now(s->loop);
+}
+
+static void update_read_watcher(struct pf_iostream *s)
+{
+    if (!s->closed && !s->eof && s->rmode != READ_NONE)
+        ev_io_start(s->loop, &s->rio);
+    else
+        ev_io_stop(s->loop, &s->rio);
+}
+
+/*
+ * Can the pending read complete from data[0, len)? Sets *n to the bytes it
+ * takes. Returns 1 if so, 0 if it needs more, or -errno if it never can.
+ */
+static int read_ready(struct pf_iostream *s, const char *data, size_t len, size_t *n)
+{
+    switch (s->rmode) {
+    case READ_UNTIL: {
+        /* Start where the last search stopped, less a partial delimiter. */
+        size_t from = s->scanned >= s->dlen ? s->scanned - (s->dlen - 1) : 0;
+        const char *hit = len >= s->dlen
+            ? memmem(data + from, len - from, s->delim, s->dlen) : NULL;
+        if (hit != NULL) {
+            *n = (size_t)(hit - data) + s->dlen;
+            return *n <= s->rmax ? 1 : -EMSGSIZE;
+        }
+        s->scanned = len;
+        return len >= s->rmax ? -EMSGSIZE : 0;
+    }
+    case READ_BYTES:
+        if (len >= s->rbytes || (s->partial && len > 0)) {
+            *n = len < s->rbytes ? len : s->rbytes;
+            return 1;
+        }
+        return 0;
+    case READ_UNTIL_CLOSE:
+        *n = len;
+        return s->eof;
+    case READ_NONE:
+        break;
+    }
+    return 0;
+}
+
+/* Hands data to pending reads, in order, until one needs more bytes.
+ * Returns how many bytes the callbacks took. */
+static size_t deliver(struct pf_iostream *s, const char *data, size_t len)
+{
+    size_t used = 0;
+
+    s->delivering = true;
+    while (s->rmode != READ_NONE && !s->closed) {
+        size_t n = 0;
+        int rc = read_ready(s, data + used, len - used, &n);
+        pf_read_cb cb = s->rcb;
+
+        if (rc < 0) {
+            stream_close(s, rc);
+            break;
+        }
+        if (rc == 0)
+            break;
+        s->rmode = READ_NONE;
+        s->rcb = NULL;
+        s->scanned = 0;
+        cb(s, data + used, n);
+        used += n;
+    }
+    s->delivering = false;
+    return used;
+}
+
+static void drop_read_buffer(struct pf_iostream *s)
+{
+    free(s->rbuf);
+    s->rbuf = NULL;
+    s->rcap = s->rstart = s->rlen = 0;
+}
+
+static void consume(struct pf_iostream *s, size_t n)
+{
+    s->rstart += n;
+    s->rlen -= n;
+    /* Back to the stack path: an idle connection keeps no buffer. */
+    if (s->rlen == 0)
+        drop_read_buffer(s);
+}
+
+/* Makes room for `want` more bytes after the buffered ones. */
+static int reserve_read(struct pf_iostream *s, size_t want)
+{
+    size_t cap;
+    char *p;
+
+    if (s->rcap - s->rstart - s->rlen >= want)
+        return 0;
+    if (s->rstart > 0) {
+        memmove(s->rbuf, s->rbuf + s->rstart, s->rlen);
+        s->rstart = 0;
+        if (s->rcap - s->rlen >= want)
+            return 0;
+    }
+    cap = s->rcap ? s->rcap : PF_IOSTREAM_READ_CHUNK;
+    while (cap - s->rlen < want)
+        cap *= 2;
+    p = realloc(s->rbuf, cap);
+    if (p == NULL)
+        return -ENOMEM;
+    s->rbuf = p;
+    s->rcap = cap;
+    return 0;
+}
+
+/* Peer closed its side. Writes still queued go out first (a client that
+ * half-closes after its request still gets the answer). */
+static void on_eof(struct pf_iostream *s)
+{
+    s->eof = true;
+    if (s->rmode == READ_UNTIL_CLOSE) {
+        size_t used = deliver(s, s->rbuf ? s->rbuf + s->rstart : "", s->rlen);
+        if (s->closed)
+            return;
+        consume(s, used);
+    }
+    if (s->wlen == 0)
+        stream_close(s, 0);
+    else
+        update_read_watcher(s);
+}
+
+/* Reads once; returns bytes read (> 0), 0 at EOF, or -errno. */
+static ssize_t read_some(struct pf_iostream *s, char *buf, size_t len)
+{
+    ssize_t n;
+
+    do
+        n = read(s->fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
+static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pf_iostream *s = STREAM_OF(w, rio);
+    ssize_t n;
+    size_t used;
+
+    (void)loop;
+    (void)revents;
+    if (s->rlen == 0) {
+        char stack[PF_IOSTREAM_READ_CHUNK];
+
+        n = read_some(s, stack, sizeof(stack));
+        if (n <= 0)
+            goto not_read;
+        touch(s);
+        used = deliver(s, stack, (size_t)n);
+        if (s->closed || used == (size_t)n)
+            goto done;
+        if ((size_t)n - used > s->max_buffer) {
+            stream_close(s, -ENOBUFS);
+            return;
+        }
+        if (reserve_read(s, (size_t)n - used) < 0) {
+            stream_close(s, -ENOMEM);
+            return;
+        }
+        memcpy(s->rbuf + s->rstart + s->rlen, stack + used, (size_t)n - used);
+        s->rlen += (size_t)n - used;
+    } else {
+        if (reserve_read(s, PF_IOSTREAM_READ_CHUNK) < 0) {
+            stream_close(s, -ENOMEM);
+            return;
+        }
+        n = read_some(s, s->rbuf + s->rstart + s->rlen, PF_IOSTREAM_READ_CHUNK);
+        if (n <= 0)
+            goto not_read;
+        touch(s);
+        s->rlen += (size_t)n;
+        used = deliver(s, s->rbuf + s->rstart, s->rlen);
+        if (s->closed)
+            return;
+        consume(s, used);
+        if (s->rlen > s->max_buffer) {
+            stream_close(s, -ENOBUFS);
+            return;
+        }
+    }
+done:
+    if (!s->closed)
+        update_read_watcher(s);
+    return;
+not_read:
+    if (n == 0)
+        on_eof(s);
+    else if (n != -EAGAIN)
+        stream_close(s, (int)n);
+}
+
+/* A read started outside deliver() with bytes already buffered. */
+static void runner_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct pf_iostream *s = STREAM_OF(w, runner);
+    size_t used;
+
+    (void)loop;
+    (void)revents;
+    if (s->closed || s->rlen == 0)
+        return;
+    used = deliver(s, s->rbuf + s->rstart, s->rlen);
+    if (s->closed)
+        return;
+    consume(s, used);
+    update_read_watcher(s);
+}
+
+static int start_read(struct pf_iostream *s, enum read_mode mode, pf_read_cb cb)
+{
+    assert(cb != NULL);
+    assert(s->rmode == READ_NONE && "only one read may be pending");
+    if (s->closed || s->eof)
+        return -EPIPE;
+    s->rmode = mode;
+    s->rcb = cb;
+    s->scanned = 0;
+    /* deliver() looks at the new read itself when it regains control. */
+    if (s->delivering)
+        return 0;
+    if (s->rlen > 0)
+        ev_feed_event(s->loop, &s->runner, EV_CUSTOM);
+    else
+        update_read_watcher(s);
+    return 0;
+}
+
+int pf_iostream_read_until(struct pf_iostream *s, const char *delim, size_t dlen,
+                           size_t max_bytes, pf_read_cb cb)
+{
+    assert(dlen > 0 && dlen <= PF_IOSTREAM_DELIM_MAX);
+    if (s->closed || s->eof)
+        return -EPIPE;
+    memcpy(s->delim, delim, dlen);
+    s->dlen = dlen;
+    s->rmax = max_bytes ? max_bytes : SIZE_MAX;
+    return start_read(s, READ_UNTIL, cb);
+}
+
+int pf_iostream_read_bytes(struct pf_iostream *s, size_t n, bool partial,
+                           pf_read_cb cb)
+{
+    assert(n > 0);
+    s->rbytes = n;
+    s->partial = partial;
+    return start_read(s, READ_BYTES, cb);
+}
+
+int pf_iostream_read_until_close(struct pf_iostream *s, pf_read_cb cb)
+{
+    return start_read(s, READ_UNTIL_CLOSE, cb);
+}
+
+/* Sends once; returns bytes sent, 0 if the socket is full, or -errno. */
+static ssize_t send_some(struct pf_iostream *s, const char *buf, size_t len)
+{
+    ssize_t n;
+
+    for (;;) {
+        /* MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE. */
+        n = s->not_socket ? write(s->fd, buf, len)
+                          : send(s->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == ENOTSOCK && !s->not_socket) {
+            s->not_socket = true;
+            continue;
+        }
+        return errno == EAGAIN ? 0 : -errno;
+    }
+}
+
+static void fire_write_callbacks(struct pf_iostream *s)
+{
+    while (s->whead < s->nwdone && s->wdone[s->whead].mark <= s->wsent && !s->closed) {
+        pf_write_cb cb = s->wdone[s->whead++].cb;
+        cb(s);
+    }
+    if (s->whead == s->nwdone)
+        s->whead = s->nwdone = 0;
+}
+
+/* Flushes the queue; fed with EV_CUSTOM, only fires completions. */
+static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct pf_iostream *s = STREAM_OF(w, wio);
+
+    (void)loop;
+    while (s->wlen > 0 && (revents & EV_WRITE)) {
+        ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen);
+        if (n < 0) {
+            stream_close(s, (int)n);
+            return;
+        }
+        if (n == 0)
+            break;
+        touch(s);
+        s->wsent += (unsigned long long)n;
+        s->wstart += (size_t)n;
+        s->wlen -= (size_t)n;
+    }
+    if (s->wlen == 0) {
+        ev_io_stop(s->loop, &s->wio);
+        free(s->wbuf);
+        s->wbuf = NULL;
+        s->wcap = s->wstart = 0;
+    }
+    fire_write_callbacks(s);
+    if (!s->closed && s->eof && s->wlen == 0)
+        stream_close(s, 0);
+}
+
+static int queue_bytes(struct pf_iostream *s, const char *buf, size_t len)
+{
+    if (s->wlen + len > s->max_buffer)
+        return -ENOBUFS;
+    if (s->wcap - s->wstart - s->wlen < len) {
+        size_t cap = s->wcap ? s->wcap : PF_IOSTREAM_READ_CHUNK;
+        char *p;
+
+        if (s->wstart > 0) {
+            memmove(s->wbuf, s->wbuf + s->wstart, s->wlen);
+            s->wstart = 0;
+        }
+        while (cap - s->wlen < len)
+            cap *= 2;
+        if (cap != s->wcap) {
+            p = realloc(s->wbuf, cap);
+            if (p == NULL)
+                return -ENOMEM;
+            s->wbuf = p;
+            s->wcap = cap;
+        }
+    }
+    memcpy(s->wbuf + s->wstart + s->wlen, buf, len);
+    s->wlen += len;
+    return 0;
+}
+
+static int push_write_done(struct pf_iostream *s, pf_write_cb cb)
+{
+    if (s->nwdone == s->capwdone) {
+        size_t cap = s->capwdone ? s->capwdone * 2 : 4;
+        struct write_done *p = realloc(s->wdone, cap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        s->wdone = p;
+        s->capwdone = cap;
+    }
+    s->wdone[s->nwdone++] = (struct write_done){ s->wqueued, cb };
+    return 0;
+}
+
+int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
+                      pf_write_cb cb)
+{
+    ssize_t sent = 0;
+    int err;
+
+    if (s->closed)
+        return -EPIPE;
+    /* Nothing queued: try the socket first, and copy only what it refused. */
+    if (s->wlen == 0 && len > 0) {
+        sent = send_some(s, buf, len);
+        if (sent < 0) {
+            stream_close(s, (int)sent);
+            return (int)sent;
+        }
+        if (sent > 0) {
+            touch(s);
+            s->wsent += (unsigned long long)sent;
+        }
+    }
+    if ((size_t)sent < len) {
+        err = queue_bytes(s, (const char *)buf + sent, len - (size_t)sent);
+        if (err < 0) {
+            stream_close(s, err);
+            return err;
+        }
+        ev_io_start(s->loop, &s->wio);
+    }
+    s->wqueued += len;
+    if (cb != NULL) {
+        err = push_write_done(s, cb);
+        if (err < 0) {
+            stream_close(s, err);
+            return err;
+        }
+        /* Already sent: complete from the loop, never from inside write. */
+        if (s->wlen == 0)
+            ev_feed_event(s->loop, &s->wio, EV_CUSTOM);
+    }
+    return 0;
+}
+
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pf_iostream *s = STREAM_OF(w, idle);
+    ev_tstamp left = s->last_activity + s->idle_timeout_sec - ev_now(loop);
+
+    (void)revents;
+    /* libev's recommended pattern: one timer, re-armed lazily, so that
+     * activity costs an assignment instead of a timer update. */
+    if (left <= 0) {
+        stream_close(s, -ETIMEDOUT);
+        return;
+    }
+    ev_timer_set(w, left, 0.);
+    ev_timer_start(loop, w);
+}
+
+void pf_iostream_set_idle_timeout(struct pf_iostream *s, double sec)
+{
+    if (s->closed)
+        return;
+    s->idle_timeout_sec = sec;
+    /* ev_now is the time the loop last woke; a long callback or a loop not
+     * yet run would eat into the timeout. A vDSO clock read is cheap. */
+    ev_now_update(s->loop);
+    touch(s);
+    ev_timer_stop(s->loop, &s->idle);
+    if (sec > 0) {
+        ev_timer_set(&s->idle, sec, 0.);
+        ev_timer_start(s->loop, &s->idle);
+    }
+}
+
+static void closer_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct pf_iostream *s = STREAM_OF(w, closer);
+
+    (void)loop;
+    (void)revents;
+    if (s->close_cb != NULL)
+        s->close_cb(s, s->close_reason);
+    if (s->release != NULL)
+        s->release(s->release_arg);
+    drop_read_buffer(s);
+    free(s->wbuf);
+    free(s->wdone);
+    free(s);
+}
+
+static void stream_close(struct pf_iostream *s, int reason)
+{
+    if (s->closed)
+        return;
+    s->closed = true;
+    s->close_reason = reason;
+    s->rmode = READ_NONE;
+    ev_io_stop(s->loop, &s->rio);
+    ev_io_stop(s->loop, &s->wio);
+    ev_timer_stop(s->loop, &s->idle);
+    ev_clear_pending(s->loop, &s->rio);
+    ev_clear_pending(s->loop, &s->wio);
+    ev_clear_pending(s->loop, &s->runner);
+    close(s->fd);
+    s->fd = -1;
+    /* The callback and the free wait for the loop: the caller may be deep
+     * inside one of this stream's callbacks. */
+    ev_feed_event(s->loop, &s->closer, EV_CUSTOM);
+}
+
+void pf_iostream_close(struct pf_iostream *s)
+{
+    stream_close(s, 0);
+}
+
+struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,
+                                                 const struct pf_iostream_options *opt)
+{
+    struct pf_iostream *s = calloc(1, sizeof(*s));
+
+    if (s == NULL) {
+        close(fd);
+        return NULL;
+    }
+    s->loop = loop;
+    s->fd = fd;
+    s->max_buffer = opt && opt->max_buffer_size ? opt->max_buffer_size
+                                                : PF_IOSTREAM_DEFAULT_MAX_BUFFER;
+    ev_io_init(&s->rio, rio_cb, fd, EV_READ);
+    ev_io_init(&s->wio, wio_cb, fd, EV_WRITE);
+    ev_timer_init(&s->idle, idle_cb, 0., 0.);
+    ev_idle_init(&s->runner, runner_cb);
+    ev_idle_init(&s->closer, closer_cb);
+    if (opt && opt->idle_timeout_sec > 0)
+        pf_iostream_set_idle_timeout(s, opt->idle_timeout_sec);
+    return s;
+}
+
+struct pf_iostream *pf_iostream_new(struct ev_loop *loop, int fd,
+                                    const struct pf_iostream_options *opt)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    return pf__iostream_new_nonblocking(loop, fd, opt);
+}
+
+void pf__iostream_set_release(struct pf_iostream *s, void (*fn)(void *arg), void *arg)
+{
+    s->release = fn;
+    s->release_arg = arg;
+}
+
+void pf_iostream_set_close_cb(struct pf_iostream *s, pf_close_cb cb)
+{
+    s->close_cb = cb;
+}
+
+bool pf_iostream_closed(const struct pf_iostream *s) { return s->closed; }
+bool pf_iostream_reading(const struct pf_iostream *s) { return s->rmode != READ_NONE; }
+bool pf_iostream_writing(const struct pf_iostream *s) { return s->wlen > 0; }
+int pf_iostream_fd(const struct pf_iostream *s) { return s->fd; }
+struct ev_loop *pf_iostream_loop(const struct pf_iostream *s) { return s->loop; }
+void pf_iostream_set_data(struct pf_iostream *s, void *data) { s->data = data; }
+void *pf_iostream_data(const struct pf_iostream *s) { return s->data; }

@@ -1,0 +1,268 @@
+/*
+ * tcpserver: listeners plus a handle_stream callback (Tornado's TCPServer).
+ * It owns its listening fds and counts the streams it created, pausing
+ * accept while max_connections are open. What a stream carries is the
+ * handler's business; how a socket is bound is netutil's.
+ */
+#include "tcpserver.h"
+#include "internal.h"
+#include "process.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct pf_tcp_server {
+    struct ev_loop *loop;
+    pf_handle_stream_cb cb;
+    struct pf_tcp_server_options opt;
+    void *data;
+    /* Accepting listeners. Each handler is its own allocation: it embeds
+     * libev watchers, which must not move while active. */
+    struct pf_accept_handler **handlers;
+    int *fds;                   /* fds[i] is handlers[i]'s listener */
+    size_t n, cap;
+    int *bound;                 /* bound by pf_tcp_server_bind, not yet started */
+    size_t nbound;
+    bool full;                  /* paused at max_connections */
+    bool freed;                 /* pf_tcp_server_free ran; last stream frees */
+    struct pf_tcp_server_stats stats;
+};
+
+struct pf_tcp_server *pf_tcp_server_new(struct ev_loop *loop,
+                                        pf_handle_stream_cb cb,
+                                        const struct pf_tcp_server_options *opt)
+{
+    struct pf_tcp_server *srv = calloc(1, sizeof(*srv));
+
+    assert(loop != NULL && cb != NULL);
+    if (srv == NULL)
+        return NULL;
+    srv->loop = loop;
+    srv->cb = cb;
+    if (opt != NULL)
+        srv->opt = *opt;
+    if (srv->opt.backlog <= 0)
+        srv->opt.backlog = PF_DEFAULT_BACKLOG;
+    if (srv->opt.accept_batch == 0)
+        srv->opt.accept_batch = (unsigned)srv->opt.backlog;
+    return srv;
+}
+
+static void set_accepting(struct pf_tcp_server *srv, bool on)
+{
+    for (size_t i = 0; i < srv->n; i++) {
+        if (on)
+            pf_accept_handler_resume(srv->handlers[i]);
+        else
+            pf_accept_handler_pause(srv->handlers[i]);
+    }
+}
+
+/* A stream of ours is gone (after its own close callback). */
+static void stream_released(void *arg)
+{
+    struct pf_tcp_server *srv = arg;
+
+    srv->stats.active--;
+    if (srv->freed) {
+        if (srv->stats.active == 0)
+            free(srv);
+        return;
+    }
+    if (srv->full && srv->stats.active < srv->opt.max_connections) {
+        srv->full = false;
+        set_accepting(srv, true);
+    }
+}
+
+static void accept_cb(struct pf_accept_handler *h, int fd,
+                      const struct sockaddr *peer, socklen_t len)
+{
+    struct pf_tcp_server *srv = h->data;
+    struct pf_iostream *s;
+
+    if (fd < 0) {
+        srv->stats.last_accept_error = fd;
+        return;
+    }
+    s = pf__iostream_new_nonblocking(srv->loop, fd, &srv->opt.stream);
+    if (s == NULL)
+        return;                 /* out of memory: fd is closed, go on */
+    pf__iostream_set_release(s, stream_released, srv);
+    srv->stats.accepted++;
+    srv->stats.active++;
+    if (srv->opt.max_connections && srv->stats.active >= srv->opt.max_connections) {
+        /* Leave the rest in the kernel's queue: another worker may take them. */
+        srv->full = true;
+        set_accepting(srv, false);
+    }
+    srv->cb(srv, s, peer, len);
+}
+
+static int grow(struct pf_tcp_server *srv, size_t more)
+{
+    size_t cap = srv->cap ? srv->cap : 4;
+    void *p;
+
+    while (cap < srv->n + more)
+        cap *= 2;
+    if (cap == srv->cap)
+        return 0;
+    p = realloc(srv->handlers, cap * sizeof(*srv->handlers));
+    if (p == NULL)
+        return -ENOMEM;
+    srv->handlers = p;
+    p = realloc(srv->fds, cap * sizeof(*srv->fds));
+    if (p == NULL)
+        return -ENOMEM;
+    srv->fds = p;
+    srv->cap = cap;
+    return 0;
+}
+
+static void drop_listener(struct pf_tcp_server *srv, size_t i, bool close_fd)
+{
+    pf_remove_accept_handler(srv->handlers[i]);
+    free(srv->handlers[i]);
+    if (close_fd)
+        close(srv->fds[i]);
+}
+
+int pf_tcp_server_add_sockets(struct pf_tcp_server *srv, const int *fds, size_t n)
+{
+    size_t first = srv->n;
+    int err = grow(srv, n);
+
+    if (err < 0)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        struct pf_accept_handler *h = calloc(1, sizeof(*h));
+
+        if (h == NULL) {
+            err = -ENOMEM;
+            goto undo;
+        }
+        h->data = srv;
+        err = pf_add_accept_handler(srv->loop, h, fds[i], srv->opt.accept_batch, accept_cb);
+        if (err < 0) {
+            free(h);
+            goto undo;
+        }
+        if (srv->full)
+            pf_accept_handler_pause(h);
+        srv->handlers[srv->n] = h;
+        srv->fds[srv->n++] = fds[i];
+    }
+    return 0;
+undo:
+    while (srv->n > first)
+        drop_listener(srv, --srv->n, false);
+    return err;
+}
+
+int pf_tcp_server_bind(struct pf_tcp_server *srv, unsigned port,
+                       const char *address, const struct pf_bind_options *opt,
+                       char *errmsg)
+{
+    struct pf_bind_options o = opt ? *opt : (struct pf_bind_options){ 0 };
+    int fds[PF_BIND_MAX];
+    int n, *p;
+
+    if (o.backlog <= 0)
+        o.backlog = srv->opt.backlog;
+    n = pf_bind_sockets(address, port, &o, fds, PF_BIND_MAX, errmsg);
+    if (n < 0)
+        return n;
+    p = realloc(srv->bound, (srv->nbound + (size_t)n) * sizeof(*p));
+    if (p == NULL) {
+        while (n > 0)
+            close(fds[--n]);
+        return -ENOMEM;
+    }
+    srv->bound = p;
+    for (int i = 0; i < n; i++)
+        srv->bound[srv->nbound++] = fds[i];
+    return 0;
+}
+
+int pf_tcp_server_listen(struct pf_tcp_server *srv, unsigned port,
+                         const char *address, char *errmsg)
+{
+    int fds[PF_BIND_MAX];
+    struct pf_bind_options o = { .backlog = srv->opt.backlog };
+    int n = pf_bind_sockets(address, port, &o, fds, PF_BIND_MAX, errmsg);
+    int err;
+
+    if (n < 0)
+        return n;
+    err = pf_tcp_server_add_sockets(srv, fds, (size_t)n);
+    if (err < 0)
+        while (n > 0)
+            close(fds[--n]);
+    return err;
+}
+
+int pf_tcp_server_start(struct pf_tcp_server *srv, int num_processes,
+                        int max_restarts)
+{
+    int err;
+
+    if (num_processes != 1) {
+        int id = pf_fork_processes(num_processes, max_restarts);
+        if (id < 0)
+            return id;          /* the parent, done supervising */
+        ev_loop_fork(srv->loop);
+    }
+    err = pf_tcp_server_add_sockets(srv, srv->bound, srv->nbound);
+    if (err < 0)
+        return err;
+    free(srv->bound);
+    srv->bound = NULL;
+    srv->nbound = 0;
+    return 0;
+}
+
+void pf_tcp_server_stop(struct pf_tcp_server *srv)
+{
+    for (size_t i = 0; i < srv->n; i++)
+        drop_listener(srv, i, true);
+    srv->n = 0;
+    for (size_t i = 0; i < srv->nbound; i++)
+        close(srv->bound[i]);
+    srv->nbound = 0;
+}
+
+void pf_tcp_server_free(struct pf_tcp_server *srv)
+{
+    if (srv == NULL)
+        return;
+    pf_tcp_server_stop(srv);
+    free(srv->handlers);
+    free(srv->fds);
+    free(srv->bound);
+    srv->handlers = NULL;
+    srv->fds = NULL;
+    srv->bound = NULL;
+    srv->cap = 0;
+    /* Streams still open point at us: the last one to close frees. */
+    srv->freed = true;
+    if (srv->stats.active == 0)
+        free(srv);
+}
+
+void pf_tcp_server_stats(const struct pf_tcp_server *srv,
+                         struct pf_tcp_server_stats *out)
+{
+    *out = srv->stats;
+}
+
+const int *pf_tcp_server_sockets(const struct pf_tcp_server *srv, size_t *n)
+{
+    *n = srv->n;
+    return srv->fds;
+}
+
+void pf_tcp_server_set_data(struct pf_tcp_server *srv, void *data) { srv->data = data; }
+void *pf_tcp_server_data(const struct pf_tcp_server *srv) { return srv->data; }
