@@ -28,10 +28,12 @@ INIH_CFLAGS  = $(shell pkg-config --cflags inih 2>/dev/null)
 INIH_LIBS    = $(shell pkg-config --libs inih 2>/dev/null || echo -linih)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
+BSD_LIBS     = $(shell pkg-config --libs libbsd 2>/dev/null || echo -lbsd)
 EV_LIBS      = -lev -lm
 
 LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c
-DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/serve.c daemon/echo.c
+DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/master.c \
+               daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c
 TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c
@@ -53,14 +55,14 @@ $(O)/libprefork.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
 
 $(O)/preforkd: $(DAEMON_OBJS) $(O)/libprefork.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(INIH_LIBS) $(EV_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(INIH_LIBS) $(BSD_LIBS) $(EV_LIBS)
 
 $(O)/%.o: %.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(INIH_CFLAGS) $(CHECK_CFLAGS) -c -o $@ $<
 
 $(O)/tests/check_config: $(O)/tests/check_config.o $(TEST_UTIL_OBJS) $(DAEMON_LIB_OBJS) $(O)/libprefork.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(INIH_LIBS) $(EV_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(INIH_LIBS) $(BSD_LIBS) $(EV_LIBS)
 $(O)/tests/%: $(O)/tests/%.o $(TEST_UTIL_OBJS) $(O)/libprefork.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(EV_LIBS)
 
@@ -101,6 +103,7 @@ deps:
 	printf '#include <ev.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing libev-dev"; \
 	pkg-config --exists inih 2>/dev/null || missing="$$missing libinih-dev"; \
 	pkg-config --exists check 2>/dev/null || missing="$$missing check"; \
+	pkg-config --exists libbsd 2>/dev/null || missing="$$missing libbsd-dev"; \
 	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        echo "make deps: installing$$missing"; \

@@ -12,6 +12,7 @@
  * a configparser-style continuation that would silently append to the
  * previous key.
  */
+#define _GNU_SOURCE     /* asprintf */
 #include "config.h"
 
 #include "log.h"
@@ -20,6 +21,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* inih's default of 200 bytes is shorter than a typical TLS cipher list. */
 #define CONFIG_LINE_MAX 4096
@@ -51,7 +54,10 @@ struct config_choice {
     int value;
 };
 
-enum { KEY_REQUIRED = 1, KEY_URL_PATH = 2, KEY_SIZE_T = 4 };   /* config_key.flags */
+/* config_key.flags. KEY_FILE_PATH: a relative value is taken relative to
+ * the config file's directory, so that neither the daemon's chdir("/") nor
+ * the directory it was started from changes what a config means. */
+enum { KEY_REQUIRED = 1, KEY_URL_PATH = 2, KEY_SIZE_T = 4, KEY_FILE_PATH = 8 };
 
 struct config_key {
     const char *section, *name;
@@ -223,10 +229,10 @@ _Static_assert(sizeof(enum config_tls_version) == sizeof(int), "enum size");
 /* DESIGN.md's config block; conf/preforkd.conf documents the same. */
 static const struct config_key config_keys[] = {
     { "daemon", "workers", config_parse_workers, 0, 1, CONFIG_WORKERS_MAX, NULL, 0, "auto" },
-    STRING("daemon", "pidfile", pidfile, 0, ""),
+    STRING("daemon", "pidfile", pidfile, KEY_FILE_PATH, ""),
     STRING("daemon", "user", user, 0, ""),
     STRING("daemon", "group", group, 0, ""),
-    STRING("daemon", "log", log, KEY_REQUIRED, "stderr"),
+    STRING("daemon", "log", log, KEY_REQUIRED | KEY_FILE_PATH, "stderr"),
     { "daemon", "log_level", config_parse_log_level, 0, 0, 0, NULL, 0, "info" },
     UINT("daemon", "graceful_timeout", graceful_timeout_sec, 0, CONFIG_TIMEOUT_MAX_SEC, "30"),
     UINT("daemon", "worker_timeout", worker_timeout_sec, 0, CONFIG_TIMEOUT_MAX_SEC, "30"),
@@ -244,14 +250,14 @@ static const struct config_key config_keys[] = {
       NULL, KEY_SIZE_T, "104857600" },
     CHOICE("server", "handler", handler, config_handlers, "http"),
 
-    STRING("http", "root", http_root, KEY_REQUIRED, "/var/www/preforkd"),
+    STRING("http", "root", http_root, KEY_REQUIRED | KEY_FILE_PATH, "/var/www/preforkd"),
     STRING("http", "index", http_index, KEY_REQUIRED, "index.html"),
     STRING("http", "status_path", http_status_path, KEY_URL_PATH, "/status"),
     UINT("http", "header_timeout", http_header_timeout_sec, 0, CONFIG_TIMEOUT_MAX_SEC, "10"),
-    STRING("http", "access_log", http_access_log, 0, ""),
+    STRING("http", "access_log", http_access_log, KEY_FILE_PATH, ""),
 
-    STRING("tls", "certificate", tls_certificate, 0, ""),
-    STRING("tls", "key", tls_key, 0, ""),
+    STRING("tls", "certificate", tls_certificate, KEY_FILE_PATH, ""),
+    STRING("tls", "key", tls_key, KEY_FILE_PATH, ""),
     CHOICE("tls", "protocols", tls_min_version, config_tls_versions, "TLSv1.2"),
     STRING("tls", "ciphers", tls_ciphers, 0, ""),
     BOOL("tls", "session_tickets", tls_session_tickets, "yes"),
@@ -538,6 +544,60 @@ static void config_check(struct config_parse *p)
     }
 }
 
+/* Joins dir and a relative path into *path (freed). 0 or -ENOMEM. */
+static int config_make_absolute(char **path, const char *dir)
+{
+    char *joined;
+
+    if (*path == NULL || (*path)[0] == '/')
+        return 0;
+    if (asprintf(&joined, "%s/%s", dir, *path) < 0)
+        return -ENOMEM;
+    free(*path);
+    *path = joined;
+    return 0;
+}
+
+/* The absolute directory of the config file. NULL when out of memory. */
+static char *config_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char cwd[PATH_MAX], *dir = NULL;
+    int len = slash ? (int)(slash - path) : 0;
+
+    if (slash == path)
+        return strdup("/");
+    if (path[0] == '/')
+        return strndup(path, (size_t)len);
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return NULL;
+    if (slash == NULL)
+        return strdup(cwd);
+    return asprintf(&dir, "%s/%.*s", cwd, len, path) < 0 ? NULL : dir;
+}
+
+static int config_resolve_paths(struct config *c, const char *path)
+{
+    char *dir = config_dir(path);
+    int rc = dir ? 0 : -ENOMEM;
+
+    for (size_t i = 0; rc == 0 && i < CONFIG_N_KEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        char **field = config_field(c, k);
+
+        if (!(k->flags & KEY_FILE_PATH) || *field == NULL)
+            continue;
+        if (field == &c->log && (strcmp(c->log, "stderr") == 0 || strcmp(c->log, "syslog") == 0))
+            continue;
+        rc = config_make_absolute(field, dir);
+    }
+    for (size_t i = 0; rc == 0 && i < c->n_listens; i++)
+        if (c->listens[i].kind == LISTEN_UNIX)
+            rc = config_make_absolute(&c->listens[i].path, dir);
+    free(dir);
+    return rc;
+}
+
 int config_load(const char *path, struct config *out, char *errmsg, size_t errlen)
 {
     struct config_parse p = { .path = path, .errmsg = errmsg, .errlen = errlen };
@@ -575,6 +635,8 @@ int config_load(const char *path, struct config *out, char *errmsg, size_t errle
         config_fail(&p, 0, "%s", strerror(p.read_errno));
     if (!p.failed)
         config_check(&p);
+    if (!p.failed && config_resolve_paths(&p.c, path) < 0)
+        config_fail(&p, 0, "%s", strerror(ENOMEM));
     if (!p.failed && (p.c.path = strdup(path)) == NULL)
         config_fail(&p, 0, "%s", strerror(ENOMEM));
     if (p.failed)

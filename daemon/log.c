@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +34,7 @@ static struct {
     int level;                  /* highest LOG_* value written */
     char role[64];
     char path[PATH_MAX];        /* absolute path of a file target */
+    bool tee_stderr;            /* warnings also to stderr (see log_tee_stderr) */
 } log_state = {
     .target = LOG_TARGET_STDERR,
     .fd = STDERR_FILENO,
@@ -210,6 +212,11 @@ static void log_write_all(int fd, const char *buf, size_t len)
     }
 }
 
+void log_tee_stderr(bool on)
+{
+    log_state.tee_stderr = on;
+}
+
 void log_msg(int level, int err, const char *fmt, ...)
 {
     char line[LOG_LINE_MAX];
@@ -233,6 +240,12 @@ void log_msg(int level, int err, const char *fmt, ...)
         if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
             line[i] = '?';
 
+    if (log_state.tee_stderr && level <= LOG_WARNING && log_state.target != LOG_TARGET_STDERR) {
+        char tee[LOG_LINE_MAX];
+        int n = snprintf(tee, sizeof(tee), "preforkd: [%s] %.*s\n", log_level_name(level),
+                         (int)(len - head), line + head);
+        log_write_all(STDERR_FILENO, tee, n < (int)sizeof(tee) ? (size_t)n : sizeof(tee) - 1);
+    }
     if (log_state.target == LOG_TARGET_SYSLOG) {
         syslog(level, "%s: %s", log_state.role, line);
     } else {

@@ -10,6 +10,7 @@
 #ifndef PREFORKD_LOG_H
 #define PREFORKD_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <syslog.h>   /* LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG */
 
@@ -49,6 +50,10 @@ void log_set_role(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * cannot forge a line.
  */
 void log_msg(int level, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* While on, warnings and errors also go to stderr as "preforkd: [level]
+ * message" when the target is a file or syslog: a daemon starting from a
+ * terminal shows why it failed there, until it leaves the terminal. */
+void log_tee_stderr(bool on);
 /* Closes a file or syslog target; later messages go to stderr again (level
  * and role are kept). */
 void log_close(void);

@@ -10,6 +10,13 @@ struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,
                                                  const struct pf_iostream_options *opt);
 /* Runs after the user's close callback, just before the stream is freed:
  * lets the tcp server count open streams. */
-void pf__iostream_set_release(struct pf_iostream *s, void (*fn)(void *arg), void *arg);
+void pf__iostream_set_release(struct pf_iostream *s,
+                              void (*fn)(void *arg, struct pf_iostream *s), void *arg);
+
+/* The tcp server's list of its open streams (for closing them all). */
+struct pf__stream_link {
+    struct pf_iostream *prev, *next;
+};
+struct pf__stream_link *pf__iostream_link(struct pf_iostream *s);
 
 #endif

@@ -58,8 +58,9 @@ struct pf_iostream {
     bool closed;
     int close_reason;
     pf_close_cb close_cb;
-    void (*release)(void *);
+    void (*release)(void *, struct pf_iostream *);
     void *release_arg;
+    struct pf__stream_link link;    /* the tcp server's list */
 
     ev_io rio, wio;
     ev_timer idle;
@@ -521,7 +522,7 @@ static void closer_cb(struct ev_loop *loop, ev_idle *w, int revents)
     if (s->close_cb != NULL)
         s->close_cb(s, s->close_reason);
     if (s->release != NULL)
-        s->release(s->release_arg);
+        s->release(s->release_arg, s);
     drop_read_buffer(s);
     free(s->wbuf);
     free(s->wdone);
@@ -586,7 +587,13 @@ struct pf_iostream *pf_iostream_new(struct ev_loop *loop, int fd,
     return pf__iostream_new_nonblocking(loop, fd, opt);
 }
 
-void pf__iostream_set_release(struct pf_iostream *s, void (*fn)(void *arg), void *arg)
+struct pf__stream_link *pf__iostream_link(struct pf_iostream *s)
+{
+    return &s->link;
+}
+
+void pf__iostream_set_release(struct pf_iostream *s, void (*fn)(void *, struct pf_iostream *),
+                              void *arg)
 {
     s->release = fn;
     s->release_arg = arg;

@@ -25,6 +25,7 @@ struct pf_tcp_server {
     size_t n, cap;
     int *bound;                 /* bound by pf_tcp_server_bind, not yet started */
     size_t nbound;
+    struct pf_iostream *streams;    /* open streams, linked through pf__iostream_link */
     bool full;                  /* paused at max_connections */
     bool freed;                 /* pf_tcp_server_free ran; last stream frees */
     struct pf_tcp_server_stats stats;
@@ -61,10 +62,17 @@ static void set_accepting(struct pf_tcp_server *srv, bool on)
 }
 
 /* A stream of ours is gone (after its own close callback). */
-static void stream_released(void *arg)
+static void stream_released(void *arg, struct pf_iostream *s)
 {
     struct pf_tcp_server *srv = arg;
+    struct pf__stream_link *l = pf__iostream_link(s);
 
+    if (l->prev != NULL)
+        pf__iostream_link(l->prev)->next = l->next;
+    else
+        srv->streams = l->next;
+    if (l->next != NULL)
+        pf__iostream_link(l->next)->prev = l->prev;
     srv->stats.active--;
     if (srv->freed) {
         if (srv->stats.active == 0)
@@ -91,6 +99,10 @@ static void accept_cb(struct pf_accept_handler *h, int fd,
     if (s == NULL)
         return;                 /* out of memory: fd is closed, go on */
     pf__iostream_set_release(s, stream_released, srv);
+    pf__iostream_link(s)->next = srv->streams;
+    if (srv->streams != NULL)
+        pf__iostream_link(srv->streams)->prev = s;
+    srv->streams = s;
     srv->stats.accepted++;
     srv->stats.active++;
     if (srv->opt.max_connections && srv->stats.active >= srv->opt.max_connections) {
@@ -250,6 +262,13 @@ void pf_tcp_server_free(struct pf_tcp_server *srv)
     srv->freed = true;
     if (srv->stats.active == 0)
         free(srv);
+}
+
+void pf_tcp_server_close_streams(struct pf_tcp_server *srv)
+{
+    /* Closing unlinks nothing yet (that waits for the loop), so walk on. */
+    for (struct pf_iostream *s = srv->streams; s != NULL; s = pf__iostream_link(s)->next)
+        pf_iostream_close(s);
 }
 
 void pf_tcp_server_stats(const struct pf_tcp_server *srv,

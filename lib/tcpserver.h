@@ -63,6 +63,9 @@ int pf_tcp_server_start(struct pf_tcp_server *srv, int num_processes,
                         int max_restarts);
 /* Stop accepting and close every listener. Open streams go on. */
 void pf_tcp_server_stop(struct pf_tcp_server *srv);
+/* Close every stream this server accepted that is still open (a fast
+ * shutdown). Their close callbacks run from the loop, as usual. */
+void pf_tcp_server_close_streams(struct pf_tcp_server *srv);
 /* Stop, and free the server. Open streams go on; they must not outlive the
  * loop. */
 void pf_tcp_server_free(struct pf_tcp_server *srv);

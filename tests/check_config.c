@@ -43,36 +43,16 @@ static void tmpdir_setup(void)
     errmsg[0] = '\0';
 }
 
-/* Removes dir and everything in it. */
-static void tree_remove(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[PATH_MAX];
-
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (unlink(path) < 0 && errno == EISDIR)
-            tree_remove(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static void tmpdir_teardown(void)
 {
     log_close();
     log_set_role("preforkd");   /* for CK_FORK=no */
-    tree_remove(tmpdir);
+    tu_rmtree(tmpdir);
 }
 
 static void rootdir_teardown(void)
 {
-    tree_remove(rootdir);
+    tu_rmtree(rootdir);
 }
 
 /* tmpdir/name; valid until the next call. */
@@ -146,7 +126,8 @@ START_TEST(test_shipped_config_parses_for_make_run)
     ck_assert(c.workers_auto);
     ck_assert_str_eq(c.log, "stderr");
     ck_assert_int_eq(c.handler, CONFIG_HANDLER_ECHO);
-    ck_assert_str_eq(c.http_root, "conf/www");
+    ck_assert_ptr_nonnull(strstr(c.http_root, "/conf/www"));
+    ck_assert_int_eq(c.http_root[0], '/');
     ck_assert_int_eq(access("conf/www/index.html", R_OK), 0);
     config_free(&c);
 }
@@ -248,11 +229,47 @@ START_TEST(test_every_key_set_is_read)
     ck_assert_ptr_null(c.http_status_path);
     ck_assert_uint_eq(c.http_header_timeout_sec, 0);
     ck_assert_str_eq(c.http_access_log, "/var/log/a.log");
-    ck_assert_str_eq(c.tls_certificate, "c.pem");
-    ck_assert_str_eq(c.tls_key, "k.pem");
+    ck_assert_str_eq(c.tls_certificate, tmp_path("c.pem"));
+    ck_assert_str_eq(c.tls_key, tmp_path("k.pem"));
     ck_assert_int_eq(c.tls_min_version, CONFIG_TLS_1_3);
     ck_assert_str_eq(c.tls_ciphers, "HIGH");
     ck_assert(!c.tls_session_tickets);
+    config_free(&c);
+}
+END_TEST
+
+START_TEST(test_relative_paths_are_relative_to_the_config_file)
+{
+    struct config c;
+    const char *conf = write_file("p.conf",
+        "[daemon]\npidfile = run/p.pid\nlog = logs/p.log\n"
+        "[server]\nlisten = unix:s.sock\nlisten = 8080\n"
+        "[http]\nroot = www\naccess_log = /abs/a.log\n");
+    char cwd[PATH_MAX];
+
+    /* Whatever the working directory (the daemon's is "/"). */
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+    ck_assert_int_eq(chdir("/"), 0);
+    ck_assert_msg(config_load(conf, &c, errmsg, sizeof(errmsg)) == 0, "%s", errmsg);
+    ck_assert_str_eq(c.pidfile, tmp_path("run/p.pid"));
+    ck_assert_str_eq(c.log, tmp_path("logs/p.log"));
+    ck_assert_str_eq(c.listens[0].path, tmp_path("s.sock"));
+    ck_assert_str_eq(c.http_root, tmp_path("www"));
+    ck_assert_str_eq(c.http_access_log, "/abs/a.log");
+    config_free(&c);
+    ck_assert_int_eq(chdir(cwd), 0);
+}
+END_TEST
+
+START_TEST(test_log_stderr_and_syslog_are_not_paths)
+{
+    struct config c;
+
+    load_ok("[daemon]\nlog = syslog\n", &c);
+    ck_assert_str_eq(c.log, "syslog");
+    config_free(&c);
+    load_ok("[daemon]\nlog = stderr\n", &c);
+    ck_assert_str_eq(c.log, "stderr");
     config_free(&c);
 }
 END_TEST
@@ -945,6 +962,8 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_no_listen_defaults_to_localhost_8080);
     tcase_add_test(tc, test_every_key_set_is_read);
     tcase_add_test(tc, test_workers_auto_resolves_to_cpu_count);
+    tcase_add_test(tc, test_relative_paths_are_relative_to_the_config_file);
+    tcase_add_test(tc, test_log_stderr_and_syslog_are_not_paths);
     tcase_add_test(tc, test_bool_accepts_yes_no_true_false_on_off_1_0);
     tcase_add_test(tc, test_inline_semicolon_comment_is_stripped);
     tcase_add_test(tc, test_crlf_line_endings_are_accepted);

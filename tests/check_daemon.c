@@ -13,14 +13,8 @@
  */
 #define _GNU_SOURCE     /* pipe2, SOCK_CLOEXEC */
 #include <check.h>
-#include <arpa/inet.h>
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -28,8 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,117 +85,18 @@ static void path_in_test_dir(char *buf, size_t size, const char *name)
     ck_assert(n > 0 && (size_t)n < size);
 }
 
-/* Reads up to size-1 bytes of path into buf, NUL-terminated ("" if absent). */
-static void read_file(const char *path, char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    size_t got = 0;
-    ssize_t n;
-
-    buf[0] = '\0';
-    if (fd < 0)
-        return;
-    while (got + 1 < size && (n = read(fd, buf + got, size - 1 - got)) > 0)
-        got += (size_t)n;
-    buf[got] = '\0';
-    close(fd);
-}
-
-/* ---- ports ---- */
-
-/* A listening socket on addr:port (port 0: any); the test owns the fd. */
-static int listen_on(const char *addr, unsigned port)
-{
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
-    struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
-    bool v6 = strchr(addr, ':') != NULL;
-    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int rc;
-
-    ck_assert_int_ge(fd, 0);
-    if (v6) {
-        ck_assert_int_eq(inet_pton(AF_INET6, addr, &sin6.sin6_addr), 1);
-        rc = bind(fd, (struct sockaddr *)&sin6, sizeof(sin6));
-    } else {
-        ck_assert_int_eq(inet_pton(AF_INET, addr, &sin.sin_addr), 1);
-        rc = bind(fd, (struct sockaddr *)&sin, sizeof(sin));
-    }
-    ck_assert_msg(rc == 0, "bind %s:%u: %s", addr, port, strerror(errno));
-    ck_assert_int_eq(listen(fd, 8), 0);
-    return fd;
-}
-
-/* A port the kernel just handed out on addr ("127.0.0.1" or "::1"), free
- * again once this returns. */
-static unsigned free_port(const char *addr)
-{
-    int fd = listen_on(addr, 0);
-    unsigned port = tu_local_port(fd);
-
-    close(fd);
-    ck_assert_uint_ne(port, 0);
-    return port;
-}
-
 /* ---- processes ---- */
-
-/* Check's fork mode leaves its own SIGTERM, SIGINT and SIGALRM handlers in
- * the test process; execve keeps ignored signals and the mask. The daemon
- * starts from the defaults, as from a shell. */
-static void default_signals(void)
-{
-    sigset_t none;
-
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            signal(sig, SIG_DFL);
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
 
 /* Runs in a forked child: preforkd with args, stdout and stderr to files. */
 static void exec_preforkd(const char *out, const char *err, const char *const *args)
 {
     const char *argv[16] = { "preforkd" };
-    int i = 1, fd;
+    int i = 1;
 
     for (; args[i - 1] != NULL && i < 15; i++)
         argv[i] = args[i - 1];
     argv[i] = NULL;
-    fd = open("/dev/null", O_RDONLY);
-    if (fd < 0 || dup2(fd, 0) < 0)
-        _exit(126);
-    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-    if (fd < 0 || dup2(fd, 1) < 0)
-        _exit(126);
-    fd = err == out ? 1 : open(err, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-    if (fd < 0 || dup2(fd, 2) < 0)
-        _exit(126);
-    default_signals();
-    execv(preforkd_path, (char *const *)argv);
-    _exit(127);
-}
-
-/* Waits up to timeout_sec for pid; true and *status if it ended. */
-static bool wait_pid(pid_t pid, int *status, double timeout_sec)
-{
-    double deadline = tu_now() + timeout_sec;
-    pid_t r;
-
-    while ((r = waitpid(pid, status, WNOHANG)) == 0 && tu_now() < deadline)
-        usleep(10000);
-    return r == pid;
-}
-
-/* Under SANITIZE=1 a report of ASan, LSan or UBSan fails the test even when
- * the process carried on (UBSan's recoverable checks, leaks at exit). */
-static void assert_no_sanitizer_report(const char *text)
-{
-    static const char *const marks[] = { "AddressSanitizer", "LeakSanitizer",
-                                         "runtime error:", NULL };
-
-    for (int i = 0; marks[i] != NULL; i++)
-        ck_assert_msg(strstr(text, marks[i]) == NULL, "sanitizer report:\n%s", text);
+    tu_exec_child(preforkd_path, (char *const *)argv, out, err);
 }
 
 /* Runs preforkd with args (NULL-terminated) to its end. */
@@ -222,14 +115,14 @@ static void run_command(struct command *c, const char *const *args)
             _exit(126);
         exec_preforkd(out, err, args);
     }
-    if (!wait_pid(pid, &c->status, COMMAND_TIMEOUT_SEC)) {
+    if (!tu_wait_pid(pid, &c->status, COMMAND_TIMEOUT_SEC)) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         c->status = -1;
     }
-    read_file(out, c->out, sizeof(c->out));
-    read_file(err, c->err, sizeof(c->err));
-    assert_no_sanitizer_report(c->err);
+    tu_read_file(out, c->out, sizeof(c->out));
+    tu_read_file(err, c->err, sizeof(c->err));
+    tu_assert_no_sanitizer_report(c->err);
 }
 
 static bool exited_with(int status, int code)
@@ -279,7 +172,7 @@ static void daemon_start(struct daemon *d)
 static bool daemon_wait_exit(struct daemon *d, double timeout_sec)
 {
     if (!d->reaped && d->pid > 0)
-        d->reaped = wait_pid(d->pid, &d->status, timeout_sec);
+        d->reaped = tu_wait_pid(d->pid, &d->status, timeout_sec);
     return d->reaped;
 }
 
@@ -320,7 +213,7 @@ static const char *daemon_log(const struct daemon *d)
 {
     static char buf[OUTPUT_MAX];
 
-    read_file(d->log, buf, sizeof(buf));
+    tu_read_file(d->log, buf, sizeof(buf));
     return buf;
 }
 
@@ -346,37 +239,6 @@ static void daemon_wait_ready(struct daemon *d, const struct target *t)
     close(fd);
 }
 
-/* Live (not zombie) children of pid, from /proc/<pid>/stat of every process. */
-static int children_of(pid_t parent, pid_t *pids, int max)
-{
-    DIR *dir = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-
-    ck_assert_ptr_nonnull(dir);
-    while ((e = readdir(dir)) != NULL) {
-        char path[300], stat[1024], state;
-        const char *p;
-        int ppid;
-
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-        read_file(path, stat, sizeof(stat));
-        /* "pid (comm) S ppid ...": comm may hold spaces and ')'. */
-        p = strrchr(stat, ')');
-        if (p == NULL || sscanf(p + 1, " %c %d", &state, &ppid) != 2)
-            continue;
-        if (ppid == parent && state != 'Z' && state != 'X') {
-            if (n < max)
-                pids[n] = (pid_t)atoi(e->d_name);
-            n++;
-        }
-    }
-    closedir(dir);
-    return n;
-}
-
 /* Waits until parent has exactly want children for a moment (a run of forks
  * passes through every smaller count); returns the last count seen. */
 static int wait_children(pid_t parent, int want, pid_t *pids, double timeout_sec)
@@ -385,10 +247,10 @@ static int wait_children(pid_t parent, int want, pid_t *pids, double timeout_sec
     int n;
 
     for (;;) {
-        n = children_of(parent, pids, MAX_WORKERS);
+        n = tu_children_of(parent, pids, MAX_WORKERS);
         if (n == want) {
             usleep(300000);
-            n = children_of(parent, pids, MAX_WORKERS);
+            n = tu_children_of(parent, pids, MAX_WORKERS);
             if (n == want)
                 return n;
         }
@@ -398,52 +260,7 @@ static int wait_children(pid_t parent, int want, pid_t *pids, double timeout_sec
     }
 }
 
-static bool pid_in(pid_t pid, const pid_t *pids, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (pids[i] == pid)
-            return true;
-    return false;
-}
-
 /* ---- clients ---- */
-
-/* Sends len bytes while reading the echo; true if exactly those bytes came
- * back within ECHO_TIMEOUT_SEC. */
-static bool echo_exchange(int fd, const unsigned char *data, size_t len)
-{
-    double deadline = tu_now() + ECHO_TIMEOUT_SEC;
-    unsigned char *back = malloc(len);
-    size_t sent = 0, got = 0;
-    bool ok;
-
-    ck_assert_ptr_nonnull(back);
-    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
-    while (got < len && tu_now() < deadline) {
-        struct pollfd p = { .fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0) };
-        ssize_t n;
-
-        if (poll(&p, 1, 50) <= 0)
-            continue;
-        if ((p.revents & POLLOUT) && sent < len) {
-            n = send(fd, data + sent, len - sent, MSG_NOSIGNAL);
-            if (n > 0)
-                sent += (size_t)n;
-            else if (errno != EAGAIN && errno != EINTR)
-                break;
-        }
-        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-            n = read(fd, back + got, len - got);
-            if (n > 0)
-                got += (size_t)n;
-            else if (n == 0 || (errno != EAGAIN && errno != EINTR))
-                break;
-        }
-    }
-    ok = got == len && memcmp(back, data, len) == 0;
-    free(back);
-    return ok;
-}
 
 /* "hello\n", then 1 MiB that repeats only after 251 * 256 bytes, on a new
  * connection each; fails the test naming the target. */
@@ -457,13 +274,13 @@ static void assert_echo(const struct daemon *d, const struct target *t)
         big[i] = (unsigned char)(i + i / 251);
     fd = connect_to(t);
     ck_assert_msg(fd >= 0, "connect %s port %u: %s", name, t->port, strerror(-fd));
-    ck_assert_msg(echo_exchange(fd, (const unsigned char *)"hello\n", 6),
+    ck_assert_msg(tu_echo_exchange(fd, (const unsigned char *)"hello\n", 6, ECHO_TIMEOUT_SEC),
                   "\"hello\\n\" not echoed over %s\n%s", name, daemon_log(d));
     close(fd);
     fd = connect_to(t);
     ck_assert_msg(fd >= 0, "connect %s port %u: %s", name, t->port, strerror(-fd));
-    ck_assert_msg(echo_exchange(fd, big, sizeof(big)), "1 MiB not echoed over %s\n%s", name,
-                  daemon_log(d));
+    ck_assert_msg(tu_echo_exchange(fd, big, sizeof(big), ECHO_TIMEOUT_SEC),
+                  "1 MiB not echoed over %s\n%s", name, daemon_log(d));
     close(fd);
 }
 
@@ -483,7 +300,7 @@ static void teardown(void)
     daemon_stop(&the_daemon);
     /* Workers that exited on SIGTERM had the last word (LeakSanitizer). */
     if (the_daemon.log[0] != '\0')
-        assert_no_sanitizer_report(daemon_log(&the_daemon));
+        tu_assert_no_sanitizer_report(daemon_log(&the_daemon));
 }
 
 /* ---- command line ---- */
@@ -532,7 +349,7 @@ START_TEST(test_config_test_accepts_valid_config_without_binding)
 {
     static struct command c;
     struct daemon *d = &the_daemon;
-    int held = listen_on("127.0.0.1", 0);
+    int held = tu_listen_on("127.0.0.1", 0);
     const char *args[] = { "-t", "-c", d->conf, NULL };
 
     daemon_write_conf(d, "[daemon]\nworkers = 2\n[server]\nlisten = 127.0.0.1:%u\nhandler = echo\n",
@@ -555,7 +372,7 @@ START_TEST(test_config_test_rejects_bad_backlog_naming_file_line_and_key)
                          "[server]\n"
                          "listen = 127.0.0.1:%u\n"
                          "backlog = 12x\n"
-                         "handler = echo\n", free_port("127.0.0.1"));
+                         "handler = echo\n", tu_free_port("127.0.0.1"));
     run_command(&c, args);
     ck_assert_msg(exited_with(c.status, 1), "status 0x%x", (unsigned)c.status);
     ck_assert_msg(strstr(c.err, d->conf) != NULL, "stderr does not name the file: %s", c.err);
@@ -588,7 +405,7 @@ END_TEST
 static void start_echo_everywhere(struct daemon *d, const char *kind, struct target *t)
 {
     static char sock[PATH_MAX];
-    unsigned p4 = free_port("127.0.0.1"), p6 = free_port("::1");
+    unsigned p4 = tu_free_port("127.0.0.1"), p6 = tu_free_port("::1");
 
     path_in_test_dir(sock, sizeof(sock), "s.sock");
     daemon_write_conf(d, "[daemon]\n"
@@ -638,7 +455,7 @@ END_TEST
 /* Starts an echo daemon with workers on 127.0.0.1; *t is its target. */
 static void start_echo_workers(struct daemon *d, int workers, struct target *t)
 {
-    *t = (struct target){ .addr = "127.0.0.1", .port = free_port("127.0.0.1") };
+    *t = (struct target){ .addr = "127.0.0.1", .port = tu_free_port("127.0.0.1") };
     daemon_write_conf(d, "[daemon]\nworkers = %d\n[server]\nlisten = 127.0.0.1:%u\nhandler = echo\n",
                       workers, t->port);
     daemon_start(d);
@@ -662,7 +479,7 @@ END_TEST
 START_TEST(test_port_in_use_fails_with_exit_1_and_leaves_nothing_running)
 {
     struct daemon *d = &the_daemon;
-    int held = listen_on("127.0.0.1", 0);
+    int held = tu_listen_on("127.0.0.1", 0);
     char listen_value[64];
     const char *log;
 
@@ -686,7 +503,7 @@ START_TEST(test_handler_http_is_refused_with_exit_1)
     const char *log;
 
     daemon_write_conf(d, "[daemon]\nworkers = 1\n[server]\nlisten = 127.0.0.1:%u\nhandler = http\n",
-                      free_port("127.0.0.1"));
+                      tu_free_port("127.0.0.1"));
     daemon_start(d);
     ck_assert_msg(daemon_wait_exit(d, READY_TIMEOUT_SEC), "preforkd serves with handler = http");
     log = daemon_log(d);
@@ -713,22 +530,22 @@ START_TEST(test_worker_killed_with_sigkill_is_replaced)
     deadline = tu_now() + RESPAWN_TIMEOUT_SEC;
     do {
         usleep(20000);
-        n = children_of(d->pid, after, MAX_WORKERS);
-    } while ((n != 2 || pid_in(victim, after, n)) && tu_now() < deadline);
-    ck_assert_msg(n == 2 && !pid_in(victim, after, n),
+        n = tu_children_of(d->pid, after, MAX_WORKERS);
+    } while ((n != 2 || tu_pid_in(victim, after, n)) && tu_now() < deadline);
+    ck_assert_msg(n == 2 && !tu_pid_in(victim, after, n),
                   "%d children %.1f s after killing worker %d\n%s", n, RESPAWN_TIMEOUT_SEC,
                   (int)victim, daemon_log(d));
     for (int i = 0; i < n; i++)
-        if (!pid_in(after[i], before, 2))
+        if (!tu_pid_in(after[i], before, 2))
             fresh = after[i];
     ck_assert_msg(fresh != 0, "no new worker pid");
-    ck_assert(pid_in(before[1], after, n));
+    ck_assert(tu_pid_in(before[1], after, n));
     /* Every connection works, whichever worker accepts it. */
     for (int i = 0; i < 4; i++) {
         int fd = connect_to(&t);
 
         ck_assert_int_ge(fd, 0);
-        ck_assert_msg(echo_exchange(fd, (const unsigned char *)"hello\n", 6),
+        ck_assert_msg(tu_echo_exchange(fd, (const unsigned char *)"hello\n", 6, ECHO_TIMEOUT_SEC),
                       "no echo after a worker restart\n%s", daemon_log(d));
         close(fd);
     }
@@ -833,36 +650,7 @@ static Suite *daemon_suite(void)
  * suite_dir on its command line is ours: kill it by pid. */
 static int kill_leftovers(void)
 {
-    DIR *dir = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-
-    if (dir == NULL)
-        return 0;
-    while ((e = readdir(dir)) != NULL) {
-        char path[300], cmdline[4096];
-        int fd;
-        ssize_t len;
-
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        len = read(fd, cmdline, sizeof(cmdline) - 1);
-        close(fd);
-        if (len <= 0)
-            continue;               /* zombies have none */
-        for (ssize_t i = 0; i < len; i++)
-            if (cmdline[i] == '\0')
-                cmdline[i] = ' ';
-        cmdline[len] = '\0';
-        if (strstr(cmdline, suite_dir) != NULL && kill(atoi(e->d_name), SIGKILL) == 0)
-            n++;
-    }
-    closedir(dir);
-    return n;
+    return tu_kill_matching(suite_dir);
 }
 
 int main(void)

@@ -284,6 +284,33 @@ START_TEST(test_free_with_open_streams_leaks_nothing)
 }
 END_TEST
 
+START_TEST(test_close_streams_closes_every_open_connection)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    struct pf_tcp_server *srv = pf_tcp_server_new(loop, echo_stream_cb, NULL);
+    struct pf_tcp_server_stats st;
+    char err[PF_ERRMSG_SIZE], buf[4];
+    bool never = false;
+    int cl[3];
+
+    ck_assert_int_eq(pf_tcp_server_listen(srv, 0, "127.0.0.1", err), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_ge(cl[i] = tu_connect_tcp("127.0.0.1", first_port(srv)), 0);
+    tu_run_until(loop, &never, 0.2);
+    pf_tcp_server_stats(srv, &st);
+    ck_assert_uint_eq(st.active, 3);
+    pf_tcp_server_close_streams(srv);
+    tu_run_until(loop, &never, 0.2);
+    pf_tcp_server_stats(srv, &st);
+    ck_assert_uint_eq(st.active, 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(tu_read_full(cl[i], buf, sizeof(buf), 1000), 0);     /* EOF */
+        close(cl[i]);
+    }
+    pf_tcp_server_free(srv);
+}
+END_TEST
+
 /* start(2) pre-forks two servers sharing the listener; each reports its
  * task id in its replies, so the test sees both serve. */
 static void id_stream_cb(struct pf_tcp_server *srv, struct pf_iostream *s,
@@ -375,6 +402,7 @@ static Suite *tcpserver_suite(void)
     tcase_add_test(tc, test_stop_closes_listeners_and_refuses_connections);
     tcase_add_test(tc, test_max_connections_pauses_accept_until_a_stream_closes);
     tcase_add_test(tc, test_free_with_open_streams_leaks_nothing);
+    tcase_add_test(tc, test_close_streams_closes_every_open_connection);
     tcase_add_test(tc, test_start_two_forks_two_servers_with_task_ids);
     suite_add_tcase(s, tc);
     return s;

@@ -4,15 +4,20 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -188,4 +193,221 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 void tu_rmtree(const char *path)
 {
     nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void tu_read_file(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t got = 0;
+    ssize_t n;
+
+    buf[0] = '\0';
+    if (fd < 0)
+        return;
+    while (got + 1 < size && (n = read(fd, buf + got, size - 1 - got)) > 0)
+        got += (size_t)n;
+    buf[got] = '\0';
+    close(fd);
+}
+
+int tu_listen_on(const char *addr, unsigned port)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+    struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+    bool v6 = strchr(addr, ':') != NULL;
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc;
+
+    ck_assert_int_ge(fd, 0);
+    if (v6) {
+        ck_assert_int_eq(inet_pton(AF_INET6, addr, &sin6.sin6_addr), 1);
+        rc = bind(fd, (struct sockaddr *)&sin6, sizeof(sin6));
+    } else {
+        ck_assert_int_eq(inet_pton(AF_INET, addr, &sin.sin_addr), 1);
+        rc = bind(fd, (struct sockaddr *)&sin, sizeof(sin));
+    }
+    ck_assert_msg(rc == 0, "bind %s:%u: %s", addr, port, strerror(errno));
+    ck_assert_int_eq(listen(fd, 8), 0);
+    return fd;
+}
+
+unsigned tu_free_port(const char *addr)
+{
+    int fd = tu_listen_on(addr, 0);
+    unsigned port = tu_local_port(fd);
+
+    close(fd);
+    ck_assert_uint_ne(port, 0);
+    return port;
+}
+
+void tu_exec_child(const char *path, char *const argv[], const char *out, const char *err)
+{
+    sigset_t none;
+    int fd;
+
+    fd = open("/dev/null", O_RDONLY);
+    if (fd < 0 || dup2(fd, 0) < 0)
+        _exit(126);
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+    if (fd < 0 || dup2(fd, 1) < 0)
+        _exit(126);
+    fd = err == out ? 1 : open(err, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+    if (fd < 0 || dup2(fd, 2) < 0)
+        _exit(126);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execv(path, argv);
+    _exit(127);
+}
+
+bool tu_wait_pid(pid_t pid, int *status, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+    pid_t r;
+
+    while ((r = waitpid(pid, status, WNOHANG)) == 0 && tu_now() < deadline)
+        usleep(10000);
+    return r == pid;
+}
+
+bool tu_proc_stat(pid_t pid, struct tu_proc_stat *st)
+{
+    char path[64], stat[1024];
+    const char *p;
+    int ppid, pgrp;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    tu_read_file(path, stat, sizeof(stat));
+    /* "pid (comm) S ppid pgrp ...": comm may hold spaces and ')'. */
+    p = strrchr(stat, ')');
+    if (p == NULL || sscanf(p + 1, " %c %d %d", &st->state, &ppid, &pgrp) != 3)
+        return false;
+    st->ppid = (pid_t)ppid;
+    st->pgrp = (pid_t)pgrp;
+    return true;
+}
+
+size_t tu_proc_cmdline(pid_t pid, char *buf, size_t size)
+{
+    char path[64];
+    int fd;
+    ssize_t len;
+
+    buf[0] = '\0';
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    len = read(fd, buf, size - 1);
+    close(fd);
+    if (len <= 0)
+        return 0;
+    for (ssize_t i = 0; i < len; i++)
+        if (buf[i] == '\0')
+            buf[i] = ' ';
+    while (len > 0 && buf[len - 1] == ' ')
+        len--;
+    buf[len] = '\0';
+    return (size_t)len;
+}
+
+int tu_children_of(pid_t parent, pid_t *pids, int max)
+{
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(dir);
+    while ((e = readdir(dir)) != NULL) {
+        struct tu_proc_stat st;
+
+        if (!isdigit((unsigned char)e->d_name[0]) || !tu_proc_stat(atoi(e->d_name), &st))
+            continue;
+        if (st.ppid == parent && st.state != 'Z' && st.state != 'X') {
+            if (n < max)
+                pids[n] = (pid_t)atoi(e->d_name);
+            n++;
+        }
+    }
+    closedir(dir);
+    return n;
+}
+
+bool tu_pid_in(pid_t pid, const pid_t *pids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (pids[i] == pid)
+            return true;
+    return false;
+}
+
+void tu_assert_no_sanitizer_report(const char *text)
+{
+    static const char *const marks[] = { "AddressSanitizer", "LeakSanitizer",
+                                         "runtime error:", NULL };
+
+    for (int i = 0; marks[i] != NULL; i++)
+        ck_assert_msg(strstr(text, marks[i]) == NULL, "sanitizer report:\n%s", text);
+}
+
+bool tu_echo_exchange(int fd, const void *data, size_t len, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+    const unsigned char *out = data;
+    unsigned char *back = malloc(len);
+    size_t sent = 0, got = 0;
+    bool ok;
+
+    ck_assert_ptr_nonnull(back);
+    ck_assert_int_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+    while (got < len && tu_now() < deadline) {
+        struct pollfd p = { .fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0) };
+        ssize_t n;
+
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        if ((p.revents & POLLOUT) && sent < len) {
+            n = send(fd, out + sent, len - sent, MSG_NOSIGNAL);
+            if (n > 0)
+                sent += (size_t)n;
+            else if (errno != EAGAIN && errno != EINTR)
+                break;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            n = read(fd, back + got, len - got);
+            if (n > 0)
+                got += (size_t)n;
+            else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+                break;
+        }
+    }
+    ok = got == len && memcmp(back, out, len) == 0;
+    free(back);
+    return ok;
+}
+
+int tu_kill_matching(const char *needle)
+{
+    DIR *dir = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+
+    if (dir == NULL)
+        return 0;
+    while ((e = readdir(dir)) != NULL) {
+        char cmdline[4096];
+        pid_t pid = (pid_t)atoi(e->d_name);
+
+        if (!isdigit((unsigned char)e->d_name[0]) ||
+            tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) == 0)
+            continue;               /* zombies have none */
+        if (strstr(cmdline, needle) != NULL && kill(pid, SIGKILL) == 0)
+            n++;
+    }
+    closedir(dir);
+    return n;
 }

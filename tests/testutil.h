@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <check.h>
 #include <ev.h>
 
@@ -33,5 +34,49 @@ double tu_now(void);
 int tu_run_suite(Suite *s);
 /* Removes path and everything below it (a test's temp dir). */
 void tu_rmtree(const char *path);
+
+/* ---- files, ports and processes, for the suites that run the daemon ---- */
+
+/* Reads up to size-1 bytes of path into buf, NUL-terminated ("" if absent). */
+void tu_read_file(const char *path, char *buf, size_t size);
+/* A listening socket on addr ("127.0.0.1", "::1") and port (0: any); the
+ * test owns the fd. Fails the test if it cannot bind. */
+int tu_listen_on(const char *addr, unsigned port);
+/* A port the kernel just handed out on addr, free again once this returns. */
+unsigned tu_free_port(const char *addr);
+/* For a forked child: stdin from /dev/null, stdout to out and stderr to err
+ * (created or truncated; err may be the same string as out), every signal
+ * at its default and none blocked (Check's fork mode leaves handlers, and
+ * execve keeps ignored signals and the mask), then execv(path, argv).
+ * Never returns: exits 126 if a redirection fails, 127 if execv does. */
+void tu_exec_child(const char *path, char *const argv[], const char *out, const char *err)
+    __attribute__((noreturn));
+/* Waits up to timeout_sec for the child pid; true, with *status, if it ended. */
+bool tu_wait_pid(pid_t pid, int *status, double timeout_sec);
+/* What /proc/<pid>/stat says about a process. */
+struct tu_proc_stat {
+    char state;         /* R, S, D, T, Z, ... */
+    pid_t ppid;
+    pid_t pgrp;
+};
+/* False if pid does not exist (any more). */
+bool tu_proc_stat(pid_t pid, struct tu_proc_stat *st);
+/* pid's /proc/<pid>/cmdline (the ps title) with NULs as spaces, trailing
+ * spaces trimmed, NUL-terminated; returns its length, 0 if there is none
+ * (no such process, or a zombie). */
+size_t tu_proc_cmdline(pid_t pid, char *buf, size_t size);
+/* Live (not zombie) children of parent: stores up to max pids, returns the
+ * full count. */
+int tu_children_of(pid_t parent, pid_t *pids, int max);
+bool tu_pid_in(pid_t pid, const pid_t *pids, int n);
+/* Fails the test if text holds a report of ASan, LSan or UBSan: under
+ * SANITIZE=1 that fails it even when the process carried on. */
+void tu_assert_no_sanitizer_report(const char *text);
+/* Sends len bytes while reading the echo; true if exactly those bytes came
+ * back within timeout_sec. Leaves fd non-blocking. */
+bool tu_echo_exchange(int fd, const void *data, size_t len, double timeout_sec);
+/* SIGKILLs every process whose command line contains needle (a suite's temp
+ * dir); returns how many. */
+int tu_kill_matching(const char *needle);
 
 #endif

@@ -1,0 +1,244 @@
+/*
+ * worker: one worker process. It drops privileges, accepts on the listeners
+ * it inherited through a pf_tcp_server, hands each connection to the
+ * configured handler, beats its heartbeat into the scoreboard, and stops
+ * fast (TERM) or gracefully (QUIT). Supervision is the master's.
+ */
+#include "worker.h"
+
+#include <bsd/unistd.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "echo.h"
+#include "log.h"
+#include "prefork.h"
+
+/* Beats per worker_timeout: several, so that a late one is no false alarm. */
+#define HEARTBEATS_PER_TIMEOUT 4
+#define HEARTBEAT_MAX_SEC 1.0
+/* While draining, how often we look whether the last connection closed. */
+#define DRAIN_POLL_SEC 0.1
+
+struct worker {
+    const struct worker_args *a;
+    struct ev_loop *loop;
+    struct pf_tcp_server *srv;
+    struct scoreboard_slot *slot;
+    bool draining;
+    ev_signal sig_term, sig_int, sig_quit, sig_usr1;
+    ev_timer heartbeat;
+    ev_timer drain_deadline;
+};
+
+static void worker_beat(struct worker *w)
+{
+    struct pf_tcp_server_stats st;
+
+    pf_tcp_server_stats(w->srv, &st);
+    SB_STORE(w->slot->accepted, st.accepted);
+    SB_STORE(w->slot->active, st.active);
+    SB_STORE(w->slot->heartbeat_ms, scoreboard_now_ms());
+}
+
+static void worker_heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = t->data;
+    struct pf_tcp_server_stats st;
+
+    (void)revents;
+    worker_beat(w);
+    if (w->draining) {
+        pf_tcp_server_stats(w->srv, &st);
+        if (st.active == 0)
+            ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+static void worker_stop_fast_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    struct worker *w = s->data;
+
+    (void)revents;
+    pf_tcp_server_stop(w->srv);
+    pf_tcp_server_close_streams(w->srv);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void worker_drain_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = t->data;
+    struct pf_tcp_server_stats st;
+
+    (void)revents;
+    pf_tcp_server_stats(w->srv, &st);
+    log_msg(LOG_NOTICE, 0, "graceful_timeout (%u s) reached, closing %u connection%s",
+            w->a->config->graceful_timeout_sec, st.active, st.active == 1 ? "" : "s");
+    pf_tcp_server_close_streams(w->srv);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* QUIT: stop accepting at once, finish open connections, then exit. */
+static void worker_quit_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    struct worker *w = s->data;
+
+    (void)revents;
+    if (w->draining)
+        return;
+    w->draining = true;
+    pf_tcp_server_stop(w->srv);
+    SB_STORE(w->slot->state, SLOT_DRAINING);
+    setproctitle("worker process #%d (generation %u) is shutting down",
+                 w->a->task_id, w->a->generation);
+    /* The heartbeat keeps running: a stuck drain is still a stuck worker. */
+    ev_timer_set(&w->heartbeat, 0., DRAIN_POLL_SEC);
+    ev_timer_again(loop, &w->heartbeat);
+    ev_timer_set(&w->drain_deadline, w->a->config->graceful_timeout_sec, 0.);
+    ev_timer_start(loop, &w->drain_deadline);
+}
+
+static void worker_reopen_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    int err = log_reopen();
+
+    (void)loop;
+    (void)s;
+    (void)revents;
+    if (err < 0)
+        log_msg(LOG_ERR, err, "reopening the log");
+}
+
+static void worker_close_cb(struct pf_iostream *s, int reason)
+{
+    (void)s;
+    if (reason < 0 && reason != -ETIMEDOUT)
+        log_msg(LOG_DEBUG, reason, "connection closed");
+}
+
+static void worker_handle_stream_cb(struct pf_tcp_server *srv, struct pf_iostream *s,
+                                    const struct sockaddr *peer, socklen_t len)
+{
+    pf_iostream_set_close_cb(s, worker_close_cb);
+    echo_handle_stream(srv, s, peer, len);
+}
+
+/* Root binds, the worker serves as `user`: a hole in a handler then gets
+ * no more than that user may do. */
+static int worker_drop_privileges(const struct config *c)
+{
+    struct passwd *pw;
+    struct group *gr;
+    gid_t gid;
+
+    if (getuid() != 0 || c->user == NULL)
+        return 0;
+    errno = 0;
+    pw = getpwnam(c->user);
+    if (pw == NULL) {
+        log_msg(LOG_ERR, errno ? -errno : 0, "[daemon] user = %s: no such user", c->user);
+        return -1;
+    }
+    gid = pw->pw_gid;
+    if (c->group != NULL) {
+        errno = 0;
+        gr = getgrnam(c->group);
+        if (gr == NULL) {
+            log_msg(LOG_ERR, errno ? -errno : 0, "[daemon] group = %s: no such group", c->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (setgroups(0, NULL) < 0 || setgid(gid) < 0 ||
+        initgroups(pw->pw_name, gid) < 0 || setuid(pw->pw_uid) < 0) {
+        log_msg(LOG_ERR, -errno, "switching to user %s", c->user);
+        return -1;
+    }
+    return 0;
+}
+
+static void worker_start_watchers(struct worker *w)
+{
+    ev_signal_init(&w->sig_term, worker_stop_fast_cb, SIGTERM);
+    ev_signal_init(&w->sig_int, worker_stop_fast_cb, SIGINT);
+    ev_signal_init(&w->sig_quit, worker_quit_cb, SIGQUIT);
+    ev_signal_init(&w->sig_usr1, worker_reopen_cb, SIGUSR1);
+    w->sig_term.data = w->sig_int.data = w->sig_quit.data = w->sig_usr1.data = w;
+    ev_signal_start(w->loop, &w->sig_term);
+    ev_signal_start(w->loop, &w->sig_int);
+    ev_signal_start(w->loop, &w->sig_quit);
+    ev_signal_start(w->loop, &w->sig_usr1);
+
+    double beat = w->a->config->worker_timeout_sec
+        ? (double)w->a->config->worker_timeout_sec / HEARTBEATS_PER_TIMEOUT : HEARTBEAT_MAX_SEC;
+    if (beat > HEARTBEAT_MAX_SEC)
+        beat = HEARTBEAT_MAX_SEC;
+    ev_timer_init(&w->heartbeat, worker_heartbeat_cb, beat, beat);
+    w->heartbeat.data = w;
+    ev_timer_start(w->loop, &w->heartbeat);
+    ev_timer_init(&w->drain_deadline, worker_drain_deadline_cb, 0., 0.);
+    w->drain_deadline.data = w;
+}
+
+int worker_main(const struct worker_args *a)
+{
+    const struct config *c = a->config;
+    struct pf_tcp_server_options o = {
+        .accept_batch = c->accept_batch,
+        .backlog = (int)c->backlog,
+        .max_connections = c->max_connections,
+        .stream = { .max_buffer_size = c->max_buffer_size,
+                    .idle_timeout_sec = c->idle_timeout_sec },
+    };
+    struct worker w = { .a = a, .loop = ev_default_loop(0), .slot = &a->sb->slots[a->slot] };
+    struct worker_ready_msg msg = { .slot = a->slot, .pid = getpid() };
+    int err;
+
+    /* No orphans: the master's death ends us, even if it raced the fork. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != a->master_pid)
+        return 1;
+    log_set_role("worker %d", a->task_id);
+    setproctitle("worker process #%d (generation %u)", a->task_id, a->generation);
+    /* A terminal's HUP or job-control signals are for the master alone. */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGTTIN, SIG_IGN);
+    signal(SIGTTOU, SIG_IGN);
+    if (worker_drop_privileges(c) < 0)
+        return 1;
+    w.srv = pf_tcp_server_new(w.loop, worker_handle_stream_cb, &o);
+    if (w.srv == NULL) {
+        log_msg(LOG_ERR, -ENOMEM, "creating the tcp server");
+        return 1;
+    }
+    err = pf_tcp_server_add_sockets(w.srv, a->fds, a->nfds);
+    if (err < 0) {
+        log_msg(LOG_ERR, err, "accepting on the inherited listeners");
+        pf_tcp_server_free(w.srv);
+        return 1;
+    }
+    worker_start_watchers(&w);
+    worker_beat(&w);
+    SB_STORE(w.slot->state, SLOT_ACCEPTING);
+    if (write(a->ready_fd, &msg, sizeof(msg)) != sizeof(msg))
+        log_msg(LOG_WARNING, -errno, "telling the master we accept");
+    close(a->ready_fd);
+    ev_run(w.loop, 0);
+
+    /* Let the close callbacks of the streams closed above run and free. */
+    ev_run(w.loop, EVRUN_NOWAIT);
+    pf_tcp_server_free(w.srv);
+    ev_timer_stop(w.loop, &w.heartbeat);
+    ev_timer_stop(w.loop, &w.drain_deadline);
+    ev_signal_stop(w.loop, &w.sig_term);
+    ev_signal_stop(w.loop, &w.sig_int);
+    ev_signal_stop(w.loop, &w.sig_quit);
+    ev_signal_stop(w.loop, &w.sig_usr1);
+    return 0;
+}
