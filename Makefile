@@ -29,12 +29,15 @@ INIH_LIBS    = $(shell pkg-config --libs inih 2>/dev/null || echo -linih)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 BSD_LIBS     = $(shell pkg-config --libs libbsd 2>/dev/null || echo -lbsd)
+# libhttp-parser ships no .pc file either.
+HTTP_PARSER_LIBS = -lhttp_parser
 EV_LIBS      = -lev -lm
 
 LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c
 DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/master.c \
-               daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c
-TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon
+               daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c \
+               daemon/http.c daemon/http_path.c daemon/http_status.c daemon/mime.c daemon/access_log.c
+TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c
 # daemon/ objects the config suite links against (everything but main.c).
@@ -55,16 +58,20 @@ $(O)/libprefork.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
 
 $(O)/preforkd: $(DAEMON_OBJS) $(O)/libprefork.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(INIH_LIBS) $(BSD_LIBS) $(EV_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS)
 
 $(O)/%.o: %.c | deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(INIH_CFLAGS) $(CHECK_CFLAGS) -c -o $@ $<
 
-$(O)/tests/check_config: $(O)/tests/check_config.o $(TEST_UTIL_OBJS) $(DAEMON_LIB_OBJS) $(O)/libprefork.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(INIH_LIBS) $(BSD_LIBS) $(EV_LIBS)
-$(O)/tests/%: $(O)/tests/%.o $(TEST_UTIL_OBJS) $(O)/libprefork.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(EV_LIBS)
+# The daemon's modules as an archive, so that a unit suite links only the
+# ones it calls.
+$(O)/daemon.a: $(DAEMON_LIB_OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(O)/tests/%: $(O)/tests/%.o $(TEST_UTIL_OBJS) $(O)/daemon.a $(O)/libprefork.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS)
 
 tests: $(TEST_BINS) $(O)/preforkd
 
@@ -90,7 +97,8 @@ install: all
 	@# An operator's edited config is never overwritten.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf ]; then \
 	    echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf"; \
-	else install -m 644 conf/preforkd.conf $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf; fi
+	else sed -e 's|^pidfile = .*|pidfile = /run/preforkd.pid|' conf/preforkd.conf > $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf; \
+	    chmod 644 $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf; fi
 
 clean:
 	rm -rf build
@@ -104,6 +112,8 @@ deps:
 	pkg-config --exists inih 2>/dev/null || missing="$$missing libinih-dev"; \
 	pkg-config --exists check 2>/dev/null || missing="$$missing check"; \
 	pkg-config --exists libbsd 2>/dev/null || missing="$$missing libbsd-dev"; \
+	printf '#include <http_parser.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing libhttp-parser-dev"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        echo "make deps: installing$$missing"; \

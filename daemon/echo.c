@@ -9,7 +9,7 @@
 /* Bytes per read: one iostream chunk, so a read never waits for more. */
 #define ECHO_READ_MAX PF_IOSTREAM_READ_CHUNK
 
-static void echo_read_cb(struct pf_iostream *s, const char *buf, size_t len);
+static void echo_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status);
 
 static void echo_read_next(struct pf_iostream *s)
 {
@@ -22,8 +22,9 @@ static void echo_written_cb(struct pf_iostream *s)
         echo_read_next(s);
 }
 
-static void echo_read_cb(struct pf_iostream *s, const char *buf, size_t len)
+static void echo_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
+    (void)status;               /* read_bytes has no failure it reports here */
     if (pf_iostream_write(s, buf, len, echo_written_cb) < 0)
         return;                 /* the stream closed; its close callback knows why */
     if (!pf_iostream_writing(s))

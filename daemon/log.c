@@ -212,6 +212,11 @@ static void log_write_all(int fd, const char *buf, size_t len)
     }
 }
 
+bool log_level_enabled(int level)
+{
+    return level <= log_state.level;
+}
+
 void log_tee_stderr(bool on)
 {
     log_state.tee_stderr = on;

@@ -54,6 +54,9 @@ void log_msg(int level, int err, const char *fmt, ...) __attribute__((format(pri
  * message" when the target is a file or syslog: a daemon starting from a
  * terminal shows why it failed there, until it leaves the terminal. */
 void log_tee_stderr(bool on);
+/* Whether log_msg(level, ...) would write: to skip work that only a
+ * message at that level needs. */
+bool log_level_enabled(int level);
 /* Closes a file or syslog target; later messages go to stderr again (level
  * and role are kept). */
 void log_close(void);

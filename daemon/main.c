@@ -177,14 +177,6 @@ int main(int argc, char **argv)
         free(c);
         return rc;
     }
-    /* The http handler is issue #5; until it lands, say so instead of serving echo. */
-    if (c->handler != CONFIG_HANDLER_ECHO) {
-        fprintf(stderr, "preforkd: %s: [server] handler = http: not in this build yet, use echo\n",
-                path);
-        config_free(c);
-        free(c);
-        return 1;
-    }
     /* In the foreground, stderr is the log whatever the file says. */
     if (log_open(mo.foreground ? "stderr" : c->log, c->log_level, err, sizeof(err)) < 0) {
         fprintf(stderr, "preforkd: %s: [daemon] log = %s: %s\n", path, c->log, err);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,6 +92,8 @@ static void master_stop(struct master *m, enum master_state how, int status);
 
 int master_check_config(const struct config *c, char *errmsg, size_t len)
 {
+    struct stat st;
+
     errno = 0;
     if (c->user != NULL && getpwnam(c->user) == NULL) {
         snprintf(errmsg, len, "%s: [daemon] user = %s: %s", c->path, c->user,
@@ -101,6 +104,11 @@ int master_check_config(const struct config *c, char *errmsg, size_t len)
     if (c->group != NULL && getgrnam(c->group) == NULL) {
         snprintf(errmsg, len, "%s: [daemon] group = %s: %s", c->path, c->group,
                  errno ? strerror(errno) : "no such group");
+        return -1;
+    }
+    if (c->handler == CONFIG_HANDLER_HTTP && (stat(c->http_root, &st) < 0 || !S_ISDIR(st.st_mode))) {
+        snprintf(errmsg, len, "%s: [http] root = %s: %s", c->path, c->http_root,
+                 errno ? strerror(errno) : "not a directory");
         return -1;
     }
     return 0;
@@ -383,7 +391,6 @@ static void master_start_generation(struct master *m)
         ev_timer_stop(m->loop, &m->tasks[i].restart);
         master_spawn(m, i);
     }
-    setproctitle("master process %s (generation %u)", m->opt->title, m->generation);
 }
 
 static void master_reload(struct master *m)
@@ -497,6 +504,28 @@ static void master_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* Workers that run as `user` reopen their logs after a rotation: the
+ * master, still root, creates each file and gives it to that user first,
+ * as nginx does. */
+static void master_create_for_workers(struct master *m, const char *path)
+{
+    struct passwd *pw;
+    struct group *gr;
+    int fd;
+
+    if (getuid() != 0 || m->cfg->user == NULL || (pw = getpwnam(m->cfg->user)) == NULL)
+        return;
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        log_msg(LOG_ERR, -errno, "creating %s", path);
+        return;
+    }
+    gr = m->cfg->group ? getgrnam(m->cfg->group) : NULL;
+    if (fchown(fd, pw->pw_uid, gr ? gr->gr_gid : pw->pw_gid) < 0)
+        log_msg(LOG_ERR, -errno, "giving %s to %s", path, m->cfg->user);
+    close(fd);
+}
+
 static void master_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct master *m = w->data;
@@ -523,6 +552,10 @@ static void master_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         err = log_reopen();
         if (err < 0)
             log_msg(LOG_ERR, err, "reopening the log");
+        if (strcmp(m->cfg->log, "stderr") != 0 && strcmp(m->cfg->log, "syslog") != 0)
+            master_create_for_workers(m, m->cfg->log);
+        if (m->cfg->http_access_log != NULL)
+            master_create_for_workers(m, m->cfg->http_access_log);
         signal_procs(m, SIGUSR1, NULL, 0);
         break;
     case SIGTTIN:
@@ -620,6 +653,7 @@ int master_run(struct config *c, const struct master_options *opt)
         log_msg(LOG_ERR, -ENOMEM, "starting");
         goto out;
     }
+    setproctitle("master process %s", opt->title);
     /* A peer that vanishes must cost an EPIPE, not a worker. */
     signal(SIGPIPE, SIG_IGN);
     master_start_watchers(&m);

@@ -14,7 +14,8 @@ struct master_options {
 };
 
 /* Checks what a config needs beyond its syntax before it may run: the user
- * and group exist. Returns 0, or -1 with errmsg set. */
+ * and group exist, the http root is a directory. Returns 0, or -1 with
+ * errmsg set. */
 int master_check_config(const struct config *c, char *errmsg, size_t len);
 
 /* Binds c's listeners, forks the workers, supervises until told to stop.

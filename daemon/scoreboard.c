@@ -47,8 +47,30 @@ int scoreboard_alloc(struct scoreboard *sb, int task_id, uint32_t generation)
     return -1;
 }
 
+static void counters_add(struct scoreboard_counters *to, const struct scoreboard_counters *from)
+{
+    to->accepted += SB_LOAD(from->accepted);
+    to->requests += SB_LOAD(from->requests);
+    for (int i = 0; i < 6; i++)
+        to->status[i] += SB_LOAD(from->status[i]);
+    to->bytes_sent += SB_LOAD(from->bytes_sent);
+}
+
+void scoreboard_totals(const struct scoreboard *sb, struct scoreboard_counters *out)
+{
+    memset(out, 0, sizeof(*out));
+    counters_add(out, &sb->retired);
+    for (int i = 0; i < SCOREBOARD_SLOTS; i++)
+        if (SB_LOAD(sb->slots[i].state) != SLOT_FREE)
+            counters_add(out, &sb->slots[i].c);
+}
+
 void scoreboard_release(struct scoreboard *sb, int i)
 {
+    struct scoreboard_counters sum = sb->retired;      /* only the master writes it */
+
+    counters_add(&sum, &sb->slots[i].c);
+    sb->retired = sum;
     SB_STORE(sb->slots[i].pid, 0);
     SB_STORE(sb->slots[i].state, SLOT_FREE);
 }

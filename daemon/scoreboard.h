@@ -22,21 +22,30 @@ enum slot_state {
     SLOT_DRAINING,          /* listeners closed, finishing connections */
 };
 
+/* What a worker counts; the master adds a reaped worker's to `retired`, so
+ * that totals never go down when workers come and go. */
+struct scoreboard_counters {
+    uint64_t accepted;      /* connections accepted */
+    uint64_t requests;      /* requests answered, when the handler has them */
+    uint64_t status[6];     /* requests by status class: [1] 1xx .. [5] 5xx */
+    uint64_t bytes_sent;    /* response bytes queued, heads and bodies */
+};
+
 struct scoreboard_slot {
     int32_t pid;            /* master */
     int32_t task_id;        /* master */
     uint32_t generation;    /* master */
     uint32_t state;         /* enum slot_state; master sets STARTING, the worker the rest */
     uint64_t heartbeat_ms;  /* worker: scoreboard_now_ms() at its last beat */
-    uint64_t accepted;      /* worker: connections accepted */
     uint64_t active;        /* worker: connections open now */
-    uint64_t requests;      /* worker: requests served, when the handler has them */
+    struct scoreboard_counters c;   /* worker */
 };
 
 struct scoreboard {
     uint32_t generation;    /* master: the newest generation */
     uint64_t restarts;      /* master: unexpected worker deaths replaced */
     uint64_t reloads;       /* master: successful reloads */
+    struct scoreboard_counters retired;    /* master: of reaped workers */
     struct scoreboard_slot slots[SCOREBOARD_SLOTS];
 };
 
@@ -48,8 +57,12 @@ void scoreboard_destroy(struct scoreboard *sb);
 /* Takes a free slot for a worker about to be forked; returns its index or
  * -1 when every slot is in use. The slot is STARTING with a fresh heartbeat. */
 int scoreboard_alloc(struct scoreboard *sb, int task_id, uint32_t generation);
-/* The worker in slot i was reaped. */
+/* The worker in slot i was reaped: its counters go to sb->retired. */
 void scoreboard_release(struct scoreboard *sb, int i);
+/* retired plus every live slot's counters. */
+void scoreboard_totals(const struct scoreboard *sb, struct scoreboard_counters *out);
+/* Adds n to a counter only its one writer changes. */
+#define SB_ADD(field, n) SB_STORE(field, SB_LOAD(field) + (n))
 
 /* Milliseconds on CLOCK_MONOTONIC: comparable across processes. */
 uint64_t scoreboard_now_ms(void);

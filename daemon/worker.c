@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "echo.h"
+#include "http.h"
 #include "log.h"
 #include "prefork.h"
 
@@ -30,6 +31,7 @@ struct worker {
     const struct worker_args *a;
     struct ev_loop *loop;
     struct pf_tcp_server *srv;
+    struct http_server *http;       /* handler = http */
     struct scoreboard_slot *slot;
     bool draining;
     ev_signal sig_term, sig_int, sig_quit, sig_usr1;
@@ -42,8 +44,11 @@ static void worker_beat(struct worker *w)
     struct pf_tcp_server_stats st;
 
     pf_tcp_server_stats(w->srv, &st);
-    SB_STORE(w->slot->accepted, st.accepted);
-    SB_STORE(w->slot->active, st.active);
+    /* The http handler counts as it goes; echo's counts come from here. */
+    if (w->http == NULL) {
+        SB_STORE(w->slot->c.accepted, st.accepted);
+        SB_STORE(w->slot->active, st.active);
+    }
     SB_STORE(w->slot->heartbeat_ms, scoreboard_now_ms());
 }
 
@@ -94,6 +99,8 @@ static void worker_quit_cb(struct ev_loop *loop, ev_signal *s, int revents)
         return;
     w->draining = true;
     pf_tcp_server_stop(w->srv);
+    if (w->http != NULL)
+        http_server_drain(w->http);
     SB_STORE(w->slot->state, SLOT_DRAINING);
     setproctitle("worker process #%d (generation %u) is shutting down",
                  w->a->task_id, w->a->generation);
@@ -106,13 +113,15 @@ static void worker_quit_cb(struct ev_loop *loop, ev_signal *s, int revents)
 
 static void worker_reopen_cb(struct ev_loop *loop, ev_signal *s, int revents)
 {
+    struct worker *w = s->data;
     int err = log_reopen();
 
     (void)loop;
-    (void)s;
     (void)revents;
     if (err < 0)
         log_msg(LOG_ERR, err, "reopening the log");
+    if (w->http != NULL && (err = http_server_reopen_logs(w->http)) < 0)
+        log_msg(LOG_ERR, err, "reopening the access log %s", w->a->config->http_access_log);
 }
 
 static void worker_close_cb(struct pf_iostream *s, int reason)
@@ -210,17 +219,37 @@ int worker_main(const struct worker_args *a)
     signal(SIGHUP, SIG_IGN);
     signal(SIGTTIN, SIG_IGN);
     signal(SIGTTOU, SIG_IGN);
-    if (worker_drop_privileges(c) < 0)
-        return 1;
-    w.srv = pf_tcp_server_new(w.loop, worker_handle_stream_cb, &o);
-    if (w.srv == NULL) {
-        log_msg(LOG_ERR, -ENOMEM, "creating the tcp server");
+    /* Files a handler opens once (root, access log) are opened as root. */
+    if (c->handler == CONFIG_HANDLER_HTTP) {
+        char why[512];
+        w.http = http_server_new(w.loop, c, a->sb, a->slot, why, sizeof(why));
+        if (w.http == NULL) {
+            log_msg(LOG_ERR, 0, "%s", why);
+            return 1;
+        }
+    }
+    if (worker_drop_privileges(c) < 0) {
+        http_server_free(w.http);
         return 1;
     }
+    /* A change of credentials clears the parent-death signal: set it again. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != a->master_pid) {
+        http_server_free(w.http);
+        return 1;
+    }
+    w.srv = pf_tcp_server_new(w.loop, w.http ? http_handle_stream : worker_handle_stream_cb, &o);
+    if (w.srv == NULL) {
+        log_msg(LOG_ERR, -ENOMEM, "creating the tcp server");
+        http_server_free(w.http);
+        return 1;
+    }
+    pf_tcp_server_set_data(w.srv, w.http);
     err = pf_tcp_server_add_sockets(w.srv, a->fds, a->nfds);
     if (err < 0) {
         log_msg(LOG_ERR, err, "accepting on the inherited listeners");
         pf_tcp_server_free(w.srv);
+        http_server_free(w.http);
         return 1;
     }
     worker_start_watchers(&w);
@@ -234,6 +263,7 @@ int worker_main(const struct worker_args *a)
     /* Let the close callbacks of the streams closed above run and free. */
     ev_run(w.loop, EVRUN_NOWAIT);
     pf_tcp_server_free(w.srv);
+    http_server_free(w.http);
     ev_timer_stop(w.loop, &w.heartbeat);
     ev_timer_stop(w.loop, &w.drain_deadline);
     ev_signal_stop(w.loop, &w.sig_term);

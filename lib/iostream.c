@@ -15,10 +15,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum read_mode { READ_NONE, READ_UNTIL, READ_BYTES, READ_UNTIL_CLOSE };
+enum read_mode { READ_NONE, READ_UNTIL, READ_BYTES, READ_UNTIL_CLOSE, READ_PEEK };
 
 /* One write's completion: fires once `mark` bytes in total were sent. */
 struct write_done {
@@ -49,6 +50,9 @@ struct pf_iostream {
 
     char *wbuf;                 /* unsent bytes: wbuf[wstart, wstart + wlen) */
     size_t wcap, wstart, wlen;
+    int file_fd;                /* pf_iostream_sendfile's, after wbuf; -1: none */
+    off_t file_off;
+    size_t file_left;
     unsigned long long wqueued, wsent;
     struct write_done *wdone;   /* FIFO [whead, nwdone) */
     size_t whead, nwdone, capwdone;
@@ -72,6 +76,11 @@ struct pf_iostream {
     ((struct pf_iostream *)((char *)(w) - offsetof(struct pf_iostream, field)))
 
 static void stream_close(struct pf_iostream *s, int reason);
+
+static bool write_pending(const struct pf_iostream *s)
+{
+    return s->wlen > 0 || s->file_fd >= 0;
+}
 
 static void touch(struct pf_iostream *s)
 {
@@ -114,6 +123,9 @@ static int read_ready(struct pf_iostream *s, const char *data, size_t len, size_
     case READ_UNTIL_CLOSE:
         *n = len;
         return s->eof;
+    case READ_PEEK:
+        *n = len;
+        return len > 0;
     case READ_NONE:
         break;
     }
@@ -131,18 +143,22 @@ static size_t deliver(struct pf_iostream *s, const char *data, size_t len)
         size_t n = 0;
         int rc = read_ready(s, data + used, len - used, &n);
         pf_read_cb cb = s->rcb;
+        enum read_mode mode = s->rmode;
 
-        if (rc < 0) {
-            stream_close(s, rc);
-            break;
-        }
         if (rc == 0)
             break;
         s->rmode = READ_NONE;
         s->rcb = NULL;
         s->scanned = 0;
-        cb(s, data + used, n);
-        used += n;
+        if (rc < 0) {
+            /* Over max_bytes: show the bytes, consume none, and stop here so
+             * that a read the callback starts waits for the loop. */
+            cb(s, data + used, s->rmax, rc);
+            break;
+        }
+        cb(s, data + used, n, 0);
+        if (mode != READ_PEEK)
+            used += n;
     }
     s->delivering = false;
     return used;
@@ -200,7 +216,7 @@ static void on_eof(struct pf_iostream *s)
             return;
         consume(s, used);
     }
-    if (s->wlen == 0)
+    if (!write_pending(s))
         stream_close(s, 0);
     else
         update_read_watcher(s);
@@ -337,15 +353,20 @@ int pf_iostream_read_until_close(struct pf_iostream *s, pf_read_cb cb)
     return start_read(s, READ_UNTIL_CLOSE, cb);
 }
 
+int pf_iostream_read_peek(struct pf_iostream *s, pf_read_cb cb)
+{
+    return start_read(s, READ_PEEK, cb);
+}
+
 /* Sends once; returns bytes sent, 0 if the socket is full, or -errno. */
-static ssize_t send_some(struct pf_iostream *s, const char *buf, size_t len)
+static ssize_t send_some(struct pf_iostream *s, const char *buf, size_t len, int flags)
 {
     ssize_t n;
 
     for (;;) {
         /* MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE. */
         n = s->not_socket ? write(s->fd, buf, len)
-                          : send(s->fd, buf, len, MSG_NOSIGNAL);
+                          : send(s->fd, buf, len, MSG_NOSIGNAL | flags);
         if (n >= 0)
             return n;
         if (errno == EINTR)
@@ -368,6 +389,39 @@ static void fire_write_callbacks(struct pf_iostream *s)
         s->whead = s->nwdone = 0;
 }
 
+static void drop_file(struct pf_iostream *s)
+{
+    if (s->file_fd >= 0)
+        close(s->file_fd);
+    s->file_fd = -1;
+    s->file_left = 0;
+}
+
+/* Sends what the kernel takes of the queued file. Returns 0, or -errno
+ * after closing the stream. */
+static int send_file(struct pf_iostream *s)
+{
+    while (s->file_left > 0) {
+        ssize_t n = sendfile(s->fd, s->file_fd, &s->file_off, s->file_left);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n <= 0) {
+            /* 0: the file shrank under us; the length we promised is a lie now. */
+            int err = n < 0 ? -errno : -EIO;
+            stream_close(s, err);
+            return err;
+        }
+        touch(s);
+        s->wsent += (unsigned long long)n;
+        s->file_left -= (size_t)n;
+    }
+    drop_file(s);
+    return 0;
+}
+
 /* Flushes the queue; fed with EV_CUSTOM, only fires completions. */
 static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -375,7 +429,8 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)loop;
     while (s->wlen > 0 && (revents & EV_WRITE)) {
-        ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen);
+        ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen,
+                              s->file_fd >= 0 ? MSG_MORE : 0);
         if (n < 0) {
             stream_close(s, (int)n);
             return;
@@ -387,14 +442,17 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
         s->wstart += (size_t)n;
         s->wlen -= (size_t)n;
     }
-    if (s->wlen == 0) {
-        ev_io_stop(s->loop, &s->wio);
+    if (s->wlen == 0 && s->wbuf != NULL) {
         free(s->wbuf);
         s->wbuf = NULL;
         s->wcap = s->wstart = 0;
     }
+    if (s->wlen == 0 && s->file_fd >= 0 && (revents & EV_WRITE) && send_file(s) < 0)
+        return;
+    if (!write_pending(s))
+        ev_io_stop(s->loop, &s->wio);
     fire_write_callbacks(s);
-    if (!s->closed && s->eof && s->wlen == 0)
+    if (!s->closed && s->eof && !write_pending(s))
         stream_close(s, 0);
 }
 
@@ -445,11 +503,12 @@ int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
     ssize_t sent = 0;
     int err;
 
+    assert(s->file_fd < 0 && "no write may follow a pending sendfile");
     if (s->closed)
         return -EPIPE;
     /* Nothing queued: try the socket first, and copy only what it refused. */
     if (s->wlen == 0 && len > 0) {
-        sent = send_some(s, buf, len);
+        sent = send_some(s, buf, len, 0);
         if (sent < 0) {
             stream_close(s, (int)sent);
             return (int)sent;
@@ -476,6 +535,55 @@ int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
         }
         /* Already sent: complete from the loop, never from inside write. */
         if (s->wlen == 0)
+            ev_feed_event(s->loop, &s->wio, EV_CUSTOM);
+    }
+    return 0;
+}
+
+int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_len,
+                         int fd, off_t offset, size_t len, pf_write_cb cb)
+{
+    ssize_t sent = 0;
+    int err;
+
+    assert(s->file_fd < 0 && "one sendfile at a time");
+    if (s->closed) {
+        close(fd);
+        return -EPIPE;
+    }
+    if (s->wlen == 0 && head_len > 0) {
+        sent = send_some(s, head, head_len, len > 0 ? MSG_MORE : 0);
+        if (sent < 0) {
+            close(fd);
+            stream_close(s, (int)sent);
+            return (int)sent;
+        }
+        touch(s);
+        s->wsent += (unsigned long long)sent;
+    }
+    if ((size_t)sent < head_len) {
+        err = queue_bytes(s, (const char *)head + sent, head_len - (size_t)sent);
+        if (err < 0) {
+            close(fd);
+            stream_close(s, err);
+            return err;
+        }
+    }
+    s->file_fd = fd;
+    s->file_off = offset;
+    s->file_left = len;
+    s->wqueued += head_len + len;
+    if (s->wlen == 0 && send_file(s) < 0)
+        return -EPIPE;
+    if (write_pending(s))
+        ev_io_start(s->loop, &s->wio);
+    if (cb != NULL) {
+        err = push_write_done(s, cb);
+        if (err < 0) {
+            stream_close(s, err);
+            return err;
+        }
+        if (!write_pending(s))
             ev_feed_event(s->loop, &s->wio, EV_CUSTOM);
     }
     return 0;
@@ -544,6 +652,7 @@ static void stream_close(struct pf_iostream *s, int reason)
     ev_clear_pending(s->loop, &s->runner);
     close(s->fd);
     s->fd = -1;
+    drop_file(s);
     /* The callback and the free wait for the loop: the caller may be deep
      * inside one of this stream's callbacks. */
     ev_feed_event(s->loop, &s->closer, EV_CUSTOM);
@@ -565,6 +674,7 @@ struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,
     }
     s->loop = loop;
     s->fd = fd;
+    s->file_fd = -1;
     s->max_buffer = opt && opt->max_buffer_size ? opt->max_buffer_size
                                                 : PF_IOSTREAM_DEFAULT_MAX_BUFFER;
     ev_io_init(&s->rio, rio_cb, fd, EV_READ);
@@ -606,7 +716,7 @@ void pf_iostream_set_close_cb(struct pf_iostream *s, pf_close_cb cb)
 
 bool pf_iostream_closed(const struct pf_iostream *s) { return s->closed; }
 bool pf_iostream_reading(const struct pf_iostream *s) { return s->rmode != READ_NONE; }
-bool pf_iostream_writing(const struct pf_iostream *s) { return s->wlen > 0; }
+bool pf_iostream_writing(const struct pf_iostream *s) { return write_pending(s); }
 int pf_iostream_fd(const struct pf_iostream *s) { return s->fd; }
 struct ev_loop *pf_iostream_loop(const struct pf_iostream *s) { return s->loop; }
 void pf_iostream_set_data(struct pf_iostream *s, void *data) { s->data = data; }

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <ev.h>
 
 /* Tornado's default max_buffer_size: 100 MiB. */
@@ -22,21 +23,24 @@
 struct pf_iostream;
 
 /*
- * A read completed: buf/len hold exactly the bytes asked for (read_until:
- * up to and including the delimiter; read_bytes: n bytes, or 1..n when
- * partial; read_until_close: everything up to EOF). buf is valid only until
- * the callback returns. The callback may start the next read, write, or
- * close the stream. A read still pending when the stream closes is not
- * called back: the close callback says why.
+ * A read completed. status 0: buf/len hold exactly the bytes asked for
+ * (read_until: up to and including the delimiter; read_bytes: n bytes, or
+ * 1..n when partial; read_until_close: everything up to EOF), and they are
+ * consumed. status -EMSGSIZE (read_until only): no delimiter ended within
+ * max_bytes; buf/len are the first max_bytes bytes, nothing is consumed and
+ * the stream stays open, so that a protocol can answer (HTTP's 414/431)
+ * before it closes. buf is valid only until the callback returns. The
+ * callback may start the next read, write, or close the stream. A read
+ * still pending when the stream closes is not called back: the close
+ * callback says why.
  */
-typedef void (*pf_read_cb)(struct pf_iostream *s, const char *buf, size_t len);
+typedef void (*pf_read_cb)(struct pf_iostream *s, const char *buf, size_t len, int status);
 /* The bytes of this write (and all before it) were handed to the kernel. */
 typedef void (*pf_write_cb)(struct pf_iostream *s);
 /*
  * The stream closed, exactly once: reason 0 for EOF or pf_iostream_close(),
  * else -errno: -ETIMEDOUT (idle timeout), -ENOBUFS (max_buffer_size
- * exceeded), -EMSGSIZE (read_until found no delimiter within max_bytes),
- * or the socket's error. The fd is already closed; s is freed right after
+ * exceeded), or the socket's error. The fd is already closed; s is freed right after
  * this returns.
  */
 typedef void (*pf_close_cb)(struct pf_iostream *s, int reason);
@@ -56,8 +60,8 @@ struct pf_iostream *pf_iostream_new(struct ev_loop *loop, int fd,
  * A read that the buffered bytes already satisfy completes from the loop,
  * never from inside this call. Each returns 0, or -EPIPE on a closed stream.
  *   read_until: delim of 1..PF_IOSTREAM_DELIM_MAX bytes (copied). If it does
- *     not end within max_bytes, the stream closes with -EMSGSIZE; max_bytes
- *     0 = bounded by max_buffer_size only (-ENOBUFS).
+ *     not end within max_bytes, cb gets -EMSGSIZE (see pf_read_cb); max_bytes
+ *     0 = bounded by max_buffer_size only (the stream closes, -ENOBUFS).
  *   read_bytes: n > 0; partial: complete with whatever 1..n bytes arrive.
  *   read_until_close: all bytes up to EOF (bounded by max_buffer_size).
  */
@@ -66,6 +70,10 @@ int pf_iostream_read_until(struct pf_iostream *s, const char *delim, size_t dlen
 int pf_iostream_read_bytes(struct pf_iostream *s, size_t n, bool partial,
                            pf_read_cb cb);
 int pf_iostream_read_until_close(struct pf_iostream *s, pf_read_cb cb);
+/* Completes as soon as at least one byte is available: buf/len show every
+ * byte buffered, and none is consumed (e.g. to start a timer on the first
+ * byte of a request, then read_until it from the callback). */
+int pf_iostream_read_peek(struct pf_iostream *s, pf_read_cb cb);
 
 /*
  * Queue len bytes (copied as needed; buf is yours again on return). Bytes
@@ -75,6 +83,18 @@ int pf_iostream_read_until_close(struct pf_iostream *s, pf_read_cb cb);
  */
 int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
                       pf_write_cb cb);
+
+/*
+ * Queue head_len bytes of head (copied as needed), then len bytes of file fd
+ * from offset, sent with sendfile(2); with the head sent as MSG_MORE, both
+ * usually leave in one packet. The stream owns fd from now on and closes it
+ * once sent, or when the stream closes. cb as for pf_iostream_write. Until
+ * cb would fire, no other write or sendfile may be queued (a caller bug).
+ * Returns 0, or -errno (fd is then closed; so is the stream for -EPIPE's
+ * cousins, as with pf_iostream_write).
+ */
+int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_len,
+                         int fd, off_t offset, size_t len, pf_write_cb cb);
 
 /* Called once when the stream closes (see pf_close_cb). */
 void pf_iostream_set_close_cb(struct pf_iostream *s, pf_close_cb cb);

@@ -125,7 +125,7 @@ START_TEST(test_shipped_config_parses_for_make_run)
     ck_assert_str_eq(c.listens[0].text, "127.0.0.1:8080");
     ck_assert(c.workers_auto);
     ck_assert_str_eq(c.log, "stderr");
-    ck_assert_int_eq(c.handler, CONFIG_HANDLER_ECHO);
+    ck_assert_int_eq(c.handler, CONFIG_HANDLER_HTTP);
     ck_assert_ptr_nonnull(strstr(c.http_root, "/conf/www"));
     ck_assert_int_eq(c.http_root[0], '/');
     ck_assert_int_eq(access("conf/www/index.html", R_OK), 0);

@@ -497,18 +497,20 @@ START_TEST(test_port_in_use_fails_with_exit_1_and_leaves_nothing_running)
 }
 END_TEST
 
-START_TEST(test_handler_http_is_refused_with_exit_1)
+START_TEST(test_http_root_missing_is_refused_with_exit_1_naming_root)
 {
     struct daemon *d = &the_daemon;
     const char *log;
 
-    daemon_write_conf(d, "[daemon]\nworkers = 1\n[server]\nlisten = 127.0.0.1:%u\nhandler = http\n",
-                      tu_free_port("127.0.0.1"));
+    daemon_write_conf(d, "[daemon]\nworkers = 1\n[server]\nlisten = 127.0.0.1:%u\nhandler = http\n"
+                      "[http]\nroot = /nonexistent/preforkd-www\n", tu_free_port("127.0.0.1"));
     daemon_start(d);
-    ck_assert_msg(daemon_wait_exit(d, READY_TIMEOUT_SEC), "preforkd serves with handler = http");
+    ck_assert_msg(daemon_wait_exit(d, READY_TIMEOUT_SEC), "preforkd serves a missing root");
     log = daemon_log(d);
     ck_assert_msg(exited_with(d->status, 1), "status 0x%x\n%s", (unsigned)d->status, log);
-    ck_assert_msg(strstr(log, "handler") != NULL, "stderr does not name handler: %s", log);
+    ck_assert_msg(strstr(log, "root") != NULL && strstr(log, "/nonexistent/preforkd-www") != NULL &&
+                  strstr(log, "No such file or directory") != NULL,
+                  "stderr does not name the root and the cause: %s", log);
     ck_assert_msg(daemon_group_gone(d), "processes of preforkd's group are still running");
 }
 END_TEST
@@ -636,7 +638,7 @@ static Suite *daemon_suite(void)
     tcase_add_test(tc, test_echo_round_trip_over_unix_socket);
     tcase_add_test(tc, test_workers_2_runs_two_worker_processes);
     tcase_add_test(tc, test_port_in_use_fails_with_exit_1_and_leaves_nothing_running);
-    tcase_add_test(tc, test_handler_http_is_refused_with_exit_1);
+    tcase_add_test(tc, test_http_root_missing_is_refused_with_exit_1_naming_root);
     tcase_add_test(tc, test_worker_killed_with_sigkill_is_replaced);
     tcase_add_test(tc, test_workers_exit_when_master_is_killed);
     tcase_add_test(tc, test_sigterm_to_master_stops_everything);

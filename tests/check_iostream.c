@@ -57,6 +57,7 @@ struct ctx {
     int nreads;
     char *rbuf[MAX_READS];
     size_t rlen[MAX_READS];
+    int rstatus[MAX_READS];     /* each read's status */
     int nwrites;
     size_t accounted[MAX_WRITES];   /* bytes on the peer's side at each write cb */
     char log[128];              /* 'R' read, 'W' write, 'C' close, in order */
@@ -121,10 +122,11 @@ static void note_cb(struct ctx *c, char what)
         c->log[c->nlog++] = what;
 }
 
-static void record_read(struct ctx *c, const char *buf, size_t len)
+static void record_read(struct ctx *c, const char *buf, size_t len, int status)
 {
     note_cb(c, 'R');
     if (c->nreads < MAX_READS) {
+        c->rstatus[c->nreads] = status;
         c->rbuf[c->nreads] = malloc(len + 1);
         ck_assert_ptr_nonnull(c->rbuf[c->nreads]);
         memcpy(c->rbuf[c->nreads], buf, len);
@@ -134,9 +136,9 @@ static void record_read(struct ctx *c, const char *buf, size_t len)
     c->nreads++;
 }
 
-static void read_cb(struct pf_iostream *s, const char *buf, size_t len)
+static void read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
-    record_read(ctx_of(s), buf, len);
+    record_read(ctx_of(s), buf, len, status);
 }
 
 static size_t peer_side_bytes(struct ctx *c);
@@ -560,12 +562,12 @@ START_TEST(test_read_until_delimiter_and_more_data_in_one_write)
 END_TEST
 
 /* Records the read, then issues the next read_until while chain_reads lasts. */
-static void chain_read_cb(struct pf_iostream *s, const char *buf, size_t len)
+static void chain_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
     struct ctx *c = ctx_of(s);
     int rc;
 
-    record_read(c, buf, len);
+    record_read(c, buf, len, status);
     if (c->chain_reads-- > 0) {
         rc = t_read_until(c, HTTP_DELIM, 0, chain_read_cb);
         if (rc != 0 && c->chain_rc == 0)
@@ -940,6 +942,114 @@ START_TEST(test_large_write_to_slow_reader_calls_back_after_all_bytes_sent)
 }
 END_TEST
 
+
+/* Reads len bytes from the peer end while the loop runs (the stream needs
+ * it to send what the socket did not take at once). */
+static size_t read_peer_while_running(struct ctx *c, void *buf, size_t len, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+    size_t got = 0;
+
+    while (got < len && tu_now() < deadline) {
+        ssize_t n = recv(c->peer, (char *)buf + got, len - got, MSG_DONTWAIT);
+
+        if (n > 0)
+            got += (size_t)n;
+        else if (n == 0)
+            break;
+        else
+            run_for(c, 0.002);
+    }
+    return got;
+}
+
+/* Peeks, then reads the head from inside the peek callback. */
+static void peek_then_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    struct ctx *c = ctx_of(s);
+
+    record_read(c, buf, len, status);
+    ck_assert_int_eq(t_read_until(c, HTTP_DELIM, 0, read_cb), 0);
+}
+
+START_TEST(test_read_peek_fires_on_first_byte_and_consumes_nothing)
+{
+    struct ctx c;
+
+    ctx_init(&c, NULL, false);
+    ck_assert_int_eq(pf_iostream_read_peek(c.s, peek_then_read_cb), 0);
+    ck_assert(tu_write_all(c.peer, "G", 1));
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    ck_assert_uint_eq(c.rlen[0], 1);
+    ck_assert(tu_write_all(c.peer, "ET /\r\n\r\n", 8));
+    ck_assert(run_until_count(&c, &c.nreads, 2, WAIT_SEC));
+    /* The peeked byte is still there for the read that followed. */
+    ck_assert_uint_eq(c.rlen[1], 9);
+    ck_assert_str_eq(c.rbuf[1], "GET /\r\n\r\n");
+    ck_assert_int_eq(c.reentered, 0);
+    ctx_done(&c);
+}
+END_TEST
+
+/* sendfile: the head, then the file range, in order; the stream closes the
+ * file once sent; the callback fires once, from the loop. */
+static void check_sendfile(bool tcp, size_t file_len, off_t off, size_t len)
+{
+    char path[] = "/tmp/check_iostream_sf.XXXXXX";
+    unsigned char *data = malloc(file_len), *got = malloc(len + 5);
+    int fd = mkstemp(path), before;
+    struct ctx c;
+
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    fill_pattern(data, 0, file_len);
+    ck_assert(tu_write_all(fd, data, file_len));
+    ctx_init(&c, NULL, tcp);
+    before = tu_fd_count();
+    c.in_call = true;
+    ck_assert_int_eq(pf_iostream_sendfile(c.s, "HEAD:", 5, fd, off, len, write_cb), 0);
+    c.in_call = false;
+    ck_assert_int_eq(c.nwrites, 0);
+    ck_assert_uint_eq(read_peer_while_running(&c, got, len + 5, WAIT_SEC), len + 5);
+    ck_assert(memcmp(got, "HEAD:", 5) == 0);
+    ck_assert(memcmp(got + 5, data + off, len) == 0);
+    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    ck_assert_int_eq(c.reentered, 0);
+    ck_assert_int_eq(tu_fd_count(), before - 1);    /* the file is closed */
+    ctx_done(&c);
+    free(data);
+    free(got);
+}
+
+START_TEST(test_sendfile_sends_head_then_file_range_and_closes_file)
+{
+    check_sendfile(false, 1000, 100, 500);
+    check_sendfile(true, 4 << 20, 1, (4 << 20) - 1);    /* more than a socket takes at once */
+}
+END_TEST
+
+START_TEST(test_sendfile_file_is_closed_when_stream_closes_first)
+{
+    char path[] = "/tmp/check_iostream_sf.XXXXXX";
+    int fd = mkstemp(path), before;
+    static char big[8 << 20];
+    struct ctx c;
+
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert(tu_write_all(fd, big, sizeof(big)));
+    ctx_init(&c, NULL, false);
+    before = tu_fd_count();
+    ck_assert_int_eq(pf_iostream_sendfile(c.s, "H", 1, fd, 0, sizeof(big), write_cb), 0);
+    t_close(&c);
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    /* The stream's fd and the file are both gone. */
+    ck_assert_int_eq(tu_fd_count(), before - 2);
+    ck_assert_int_eq(c.nwrites, 0);
+    ctx_done(&c);
+}
+END_TEST
+
 START_TEST(test_write_cbs_fire_in_order_each_after_its_own_bytes)
 {
     const size_t len[3] = { 100, 2u * 1024 * 1024, 100 };
@@ -1022,11 +1132,11 @@ START_TEST(test_peer_close_while_read_until_pending_closes_once_without_read_cb)
 }
 END_TEST
 
-static void close_in_read_cb(struct pf_iostream *s, const char *buf, size_t len)
+static void close_in_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
     struct ctx *c = ctx_of(s);
 
-    record_read(c, buf, len);
+    record_read(c, buf, len, status);
     t_close(c);
     c->closed_after_close = pf_iostream_closed(s);
     c->rc_after_close[0] = t_read_until(c, HTTP_DELIM, 0, read_cb);
@@ -1151,7 +1261,7 @@ START_TEST(test_read_until_over_max_buffer_closes_stream_with_enobufs)
 }
 END_TEST
 
-START_TEST(test_read_until_no_delimiter_within_max_bytes_closes_with_emsgsize)
+START_TEST(test_read_until_no_delimiter_within_max_bytes_reports_emsgsize_and_stays_open)
 {
     char data[200];
     struct ctx c;
@@ -1160,10 +1270,18 @@ START_TEST(test_read_until_no_delimiter_within_max_bytes_closes_with_emsgsize)
     ctx_init(&c, NULL, false);
     ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 100, read_cb), 0);
     ck_assert(tu_write_all(c.peer, data, sizeof(data)));
-    ck_assert(run_until_closed(&c, WAIT_SEC));
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
     run_for(&c, SETTLE_SEC);
-    assert_closed_once(&c, -EMSGSIZE);
-    ck_assert_int_eq(c.nreads, 0);
+    ck_assert_int_eq(c.nreads, 1);
+    ck_assert_int_eq(c.rstatus[0], -EMSGSIZE);
+    ck_assert_uint_eq(c.rlen[0], 100);
+    ck_assert(memcmp(c.rbuf[0], data, 100) == 0);
+    /* Open, so that a protocol can still answer; nothing was consumed. */
+    ck_assert_int_eq(c.nclose, 0);
+    ck_assert_int_eq(t_read_bytes(&c, 200, false, read_cb), 0);
+    ck_assert(run_until_count(&c, &c.nreads, 2, WAIT_SEC));
+    ck_assert_int_eq(c.rstatus[1], 0);
+    ck_assert_uint_eq(c.rlen[1], 200);
     ctx_done(&c);
 }
 END_TEST
@@ -1186,7 +1304,7 @@ START_TEST(test_read_until_delimiter_ending_exactly_at_max_bytes_succeeds)
 }
 END_TEST
 
-START_TEST(test_read_until_delimiter_ending_past_max_bytes_closes_with_emsgsize)
+START_TEST(test_read_until_delimiter_ending_past_max_bytes_reports_emsgsize)
 {
     char data[101];
     struct ctx c;
@@ -1196,9 +1314,10 @@ START_TEST(test_read_until_delimiter_ending_past_max_bytes_closes_with_emsgsize)
     ctx_init(&c, NULL, false);
     ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 100, read_cb), 0);
     ck_assert(tu_write_all(c.peer, data, sizeof(data)));
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    assert_closed_once(&c, -EMSGSIZE);
-    ck_assert_int_eq(c.nreads, 0);
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    ck_assert_int_eq(c.rstatus[0], -EMSGSIZE);
+    ck_assert_uint_eq(c.rlen[0], 100);
+    ck_assert_int_eq(c.nclose, 0);
     ctx_done(&c);
 }
 END_TEST
@@ -1261,11 +1380,11 @@ START_TEST(test_idle_timeout_closes_quiet_stream_with_etimedout)
 }
 END_TEST
 
-static void line_read_cb(struct pf_iostream *s, const char *buf, size_t len)
+static void line_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
     struct ctx *c = ctx_of(s);
 
-    record_read(c, buf, len);
+    record_read(c, buf, len, status);
     if (t_read_until(c, "\n", 0, line_read_cb) != 0 && c->chain_rc == 0)
         c->chain_rc = -1;
 }
@@ -1470,6 +1589,9 @@ static Suite *iostream_suite(void)
     tcase_add_test(tc, test_write_cb_never_fires_inside_write);
     tcase_add_loop_test(tc, test_large_write_to_slow_reader_calls_back_after_all_bytes_sent, 0, 2);
     tcase_add_test(tc, test_write_cbs_fire_in_order_each_after_its_own_bytes);
+    tcase_add_test(tc, test_read_peek_fires_on_first_byte_and_consumes_nothing);
+    tcase_add_test(tc, test_sendfile_sends_head_then_file_range_and_closes_file);
+    tcase_add_test(tc, test_sendfile_file_is_closed_when_stream_closes_first);
     tcase_add_loop_test(tc, test_write_to_closed_peer_closes_stream_without_sigpipe, 0, 2);
     suite_add_tcase(s, tc);
 
@@ -1485,9 +1607,9 @@ static Suite *iostream_suite(void)
     tc = tcase_create("limits");
     tcase_set_timeout(tc, 10);
     tcase_add_test(tc, test_read_until_over_max_buffer_closes_stream_with_enobufs);
-    tcase_add_test(tc, test_read_until_no_delimiter_within_max_bytes_closes_with_emsgsize);
+    tcase_add_test(tc, test_read_until_no_delimiter_within_max_bytes_reports_emsgsize_and_stays_open);
     tcase_add_test(tc, test_read_until_delimiter_ending_exactly_at_max_bytes_succeeds);
-    tcase_add_test(tc, test_read_until_delimiter_ending_past_max_bytes_closes_with_emsgsize);
+    tcase_add_test(tc, test_read_until_delimiter_ending_past_max_bytes_reports_emsgsize);
     tcase_add_test(tc, test_read_until_close_over_max_buffer_closes_with_enobufs);
     tcase_add_test(tc, test_write_over_max_buffer_returns_enobufs_and_closes);
     suite_add_tcase(s, tc);

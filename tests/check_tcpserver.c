@@ -16,8 +16,9 @@
 
 #define BIG_LEN (1024 * 1024)
 
-static void echo_read_cb(struct pf_iostream *s, const char *buf, size_t len)
+static void echo_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
+    (void)status;               /* read_bytes has no failure it reports here */
     pf_iostream_write(s, buf, len, NULL);
     pf_iostream_read_bytes(s, 65536, true, echo_read_cb);
 }
@@ -207,8 +208,9 @@ struct counting {
     int n;
 };
 
-static void ignore_read_cb(struct pf_iostream *s, const char *buf, size_t len)
+static void ignore_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
+    (void)status;
     (void)s;
     (void)buf;
     (void)len;

@@ -1,0 +1,798 @@
+/*
+ * http: serves files under [http] root over HTTP/1.0 and 1.1, as nginx's
+ * static module does: keep-alive, pipelining (one request at a time, in
+ * order), conditional and range requests, bodies by sendfile, and a
+ * Prometheus page. A request head is parsed by http_parser in the buffer
+ * iostream hands us, so a request costs no allocation and no copy. Turning
+ * a target into a file is http_path.c's; the page, http_status.c's.
+ */
+#define _GNU_SOURCE     /* strptime, timegm, memmem */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "access_log.h"
+#include "http_path.h"
+#include "http_status.h"
+#include "log.h"
+#include "mime.h"
+#include "prefork.h"
+
+#define HTTP_SERVER_HEADER "Server: preforkd/" PF_VERSION "\r\n"
+/* Room for the head of any response we build. */
+#define HTTP_RESPONSE_HEAD_MAX 2048
+/* Connection structs kept for reuse instead of freed. */
+#define HTTP_CONN_POOL_MAX 1024
+/* Request header values we look at are never longer than this. */
+#define HTTP_DATE_VALUE_MAX 64
+#define MIME_TYPES_PATH "/etc/mime.types"
+
+enum conn_state {
+    CONN_HEAD,          /* reading a request head */
+    CONN_IDLE,          /* keep-alive: waiting for the next request's first byte */
+    CONN_RESPOND,       /* a response is being written */
+    CONN_DISCARD,       /* reading and dropping a request body */
+};
+
+struct http_conn {
+    struct http_server *h;
+    struct pf_iostream *s;
+    struct http_conn *prev, *next;  /* h->conns, or h->pool through next */
+    enum conn_state state;
+    bool close_after;               /* close once the response is written */
+    unsigned long long discard;     /* body bytes still to drop */
+    ev_timer header_timer;
+    char peer[INET6_ADDRSTRLEN];
+};
+
+struct http_server {
+    struct ev_loop *loop;
+    const struct config *c;
+    struct scoreboard_slot *slot;
+    struct scoreboard *sb;
+    int root_fd;
+    struct mime_types *mime;
+    struct access_log alog;
+    bool draining;
+    struct http_conn *conns;
+    struct http_conn *pool;
+    int npool;
+    time_t date_sec;                /* date[] is for this second */
+    char date[40];
+};
+
+struct header_value {
+    const char *v;
+    size_t len;
+};
+
+/* One request head, parsed in place: pointers into the read buffer. */
+struct request {
+    http_parser p;
+    const char *url;
+    size_t url_len;
+    const char *field;
+    size_t field_len;
+    int nheaders;
+    struct header_value inm, ims, range, if_range, ua, referer;
+};
+
+/* What a response was, for the counters and the access log. */
+struct response {
+    int status;
+    unsigned long long body;        /* body bytes */
+    size_t head;                    /* head bytes */
+};
+
+static void conn_next_request(struct http_conn *cn);
+
+/* ---- small helpers ---- */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 431: return "Request Header Fields Too Large";
+    case 505: return "HTTP Version Not Supported";
+    default:  return "Internal Server Error";
+    }
+}
+
+static void format_http_date(time_t t, char *out, size_t len)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+/* The Date header changes once a second; ev_now costs no system call. */
+static const char *http_date_now(struct http_server *h)
+{
+    time_t now = (time_t)ev_now(h->loop);
+
+    if (now != h->date_sec) {
+        format_http_date(now, h->date, sizeof(h->date));
+        h->date_sec = now;
+    }
+    return h->date;
+}
+
+static bool header_is(const struct request *r, const char *name)
+{
+    size_t n = strlen(name);
+
+    return r->field_len == n && strncasecmp(r->field, name, n) == 0;
+}
+
+/* Appends printf output to out[*at..cap); false if it did not fit. */
+static bool head_add(char *out, size_t *at, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static bool head_add(char *out, size_t *at, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(out + *at, cap - *at, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap - *at)
+        return false;
+    *at += (size_t)n;
+    return true;
+}
+
+/* ---- http_parser callbacks: note where things are, copy nothing ---- */
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct request *r = p->data;
+
+    if (r->url == NULL)
+        r->url = at;
+    r->url_len += len;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct request *r = p->data;
+
+    r->field = at;
+    r->field_len = len;
+    return ++r->nheaders > HTTP_HEADERS_MAX;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct request *r = p->data;
+    struct header_value *hv = NULL;
+
+    if (header_is(r, "if-none-match"))
+        hv = &r->inm;
+    else if (header_is(r, "if-modified-since"))
+        hv = &r->ims;
+    else if (header_is(r, "range"))
+        hv = &r->range;
+    else if (header_is(r, "if-range"))
+        hv = &r->if_range;
+    else if (header_is(r, "user-agent"))
+        hv = &r->ua;
+    else if (header_is(r, "referer"))
+        hv = &r->referer;
+    if (hv != NULL) {
+        hv->v = at;
+        hv->len = len;
+    }
+    return 0;
+}
+
+/* The head is all we parse: the body, if any, is ours to read or refuse. */
+static int on_headers_complete(http_parser *p)
+{
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+};
+
+/* ---- responses ---- */
+
+static void count_and_log(struct http_conn *cn, const struct request *r,
+                          const struct response *rs)
+{
+    struct http_server *h = cn->h;
+    struct scoreboard_counters *c = &h->slot->c;
+
+    SB_ADD(c->requests, 1);
+    SB_ADD(c->status[rs->status / 100 % 6], 1);
+    SB_ADD(c->bytes_sent, rs->head + rs->body);
+    if (h->alog.path != NULL) {
+        const char *method = r != NULL && r->url ? http_method_str(r->p.method) : "-";
+        struct access_log_entry e = {
+            .peer = cn->peer, .method = method, .method_len = strlen(method),
+            .target = r && r->url ? r->url : "-", .target_len = r && r->url ? r->url_len : 1,
+            .http_minor = r ? r->p.http_minor : 0, .status = rs->status, .bytes = rs->body,
+            .referer = r ? r->referer.v : NULL, .referer_len = r ? r->referer.len : 0,
+            .user_agent = r ? r->ua.v : NULL, .user_agent_len = r ? r->ua.len : 0,
+        };
+        access_log_write(&h->alog, ev_now(h->loop), &e);
+    }
+}
+
+/* Status line and the headers every response has. */
+static size_t head_start(struct http_conn *cn, const struct request *r, int status,
+                         char *out, size_t cap)
+{
+    size_t at = 0;
+
+    head_add(out, &at, cap, "HTTP/1.1 %d %s\r\n" HTTP_SERVER_HEADER "Date: %s\r\n", status,
+             reason_phrase(status), http_date_now(cn->h));
+    if (cn->close_after)
+        head_add(out, &at, cap, "Connection: close\r\n");
+    else if (r != NULL && r->p.http_minor == 0)
+        head_add(out, &at, cap, "Connection: keep-alive\r\n");
+    return at;
+}
+
+static void response_written_cb(struct pf_iostream *s)
+{
+    struct http_conn *cn = pf_iostream_data(s);
+
+    conn_next_request(cn);
+}
+
+/* A short HTML error page. extra: more header lines, or "". */
+static void respond_error(struct http_conn *cn, const struct request *r, int status,
+                          bool close, const char *extra)
+{
+    char head[HTTP_RESPONSE_HEAD_MAX], body[256];
+    bool is_head = r != NULL && r->url != NULL && r->p.method == HTTP_HEAD;
+    int blen = snprintf(body, sizeof(body),
+                        "<html><head><title>%d %s</title></head><body><h1>%d %s</h1>"
+                        "<hr>preforkd</body></html>\n", status, reason_phrase(status),
+                        status, reason_phrase(status));
+    struct response rs = { .status = status, .body = is_head ? 0 : (unsigned long long)blen };
+    size_t at;
+
+    cn->close_after |= close;
+    at = head_start(cn, r, status, head, sizeof(head));
+    head_add(head, &at, sizeof(head),
+             "Content-Type: text/html\r\nContent-Length: %d\r\n%s\r\n", blen, extra);
+    if (!is_head && at + (size_t)blen < sizeof(head)) {
+        memcpy(head + at, body, (size_t)blen);
+        at += (size_t)blen;
+        rs.head = at - (size_t)blen;
+    } else {
+        rs.head = at;
+    }
+    count_and_log(cn, r, &rs);
+    cn->state = CONN_RESPOND;
+    pf_iostream_write(cn->s, head, at, response_written_cb);
+}
+
+static void respond_status_page(struct http_conn *cn, const struct request *r)
+{
+    char head[HTTP_RESPONSE_HEAD_MAX];
+    size_t len = 0, at;
+    char *body = http_status_page(cn->h->sb, &len);
+    bool is_head = r->p.method == HTTP_HEAD;
+    struct response rs = { .status = 200, .body = is_head ? 0 : len };
+
+    if (body == NULL) {
+        respond_error(cn, r, 500, false, "");
+        return;
+    }
+    at = head_start(cn, r, 200, head, sizeof(head));
+    head_add(head, &at, sizeof(head), "Content-Type: text/plain; version=0.0.4\r\n"
+             "Content-Length: %zu\r\nCache-Control: no-cache\r\n\r\n", len);
+    rs.head = at;
+    count_and_log(cn, r, &rs);
+    cn->state = CONN_RESPOND;
+    if (is_head) {
+        pf_iostream_write(cn->s, head, at, response_written_cb);
+    } else if (pf_iostream_write(cn->s, head, at, NULL) == 0) {
+        pf_iostream_write(cn->s, body, len, response_written_cb);
+    }
+    free(body);
+}
+
+/* ---- conditional and range requests ---- */
+
+/* "mtime-size" in hex, quoted: nginx's ETag, so caches see the same tags. */
+static int format_etag(const struct stat *st, char *out, size_t len)
+{
+    return snprintf(out, len, "\"%llx-%llx\"", (unsigned long long)st->st_mtime,
+                    (unsigned long long)st->st_size);
+}
+
+static bool etag_listed(const struct header_value *inm, const char *etag)
+{
+    size_t n = strlen(etag);
+
+    if (inm->len == 1 && inm->v[0] == '*')
+        return true;
+    /* A list of tags; W/ prefixes compare weakly, which is what GET wants. */
+    for (const char *p = inm->v, *end = inm->v + inm->len; p + n <= end; p++)
+        if (memcmp(p, etag, n) == 0)
+            return true;
+    return false;
+}
+
+static bool not_modified_since(const struct header_value *ims, time_t mtime)
+{
+    char buf[HTTP_DATE_VALUE_MAX];
+    struct tm tm = { 0 };
+    const char *end;
+
+    if (ims->len == 0 || ims->len >= sizeof(buf))
+        return false;
+    memcpy(buf, ims->v, ims->len);
+    buf[ims->len] = '\0';
+    end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return end != NULL && *end == '\0' && mtime <= timegm(&tm);
+}
+
+enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
+
+/* One "bytes=first-last", "bytes=first-" or "bytes=-suffix"; anything else
+ * (several ranges, other units, bad syntax) serves the whole file, as RFC
+ * 9110 lets a server do. */
+static enum range_result parse_range(const struct header_value *hv, off_t size,
+                                     off_t *first, off_t *last)
+{
+    char buf[64], *p, *end;
+    unsigned long long a, b;
+
+    if (hv->len < 7 || hv->len >= sizeof(buf) || strncasecmp(hv->v, "bytes=", 6) != 0)
+        return RANGE_NONE;
+    memcpy(buf, hv->v + 6, hv->len - 6);
+    buf[hv->len - 6] = '\0';
+    if (strchr(buf, ',') != NULL)
+        return RANGE_NONE;
+    p = buf;
+    if (*p == '-') {
+        b = strtoull(p + 1, &end, 10);
+        if (end == p + 1 || *end != '\0')
+            return RANGE_NONE;
+        if (b == 0 || size == 0)
+            return RANGE_UNSATISFIABLE;
+        *first = (off_t)b >= size ? 0 : size - (off_t)b;
+        *last = size - 1;
+        return RANGE_OK;
+    }
+    a = strtoull(p, &end, 10);
+    if (end == p || *end != '-')
+        return RANGE_NONE;
+    p = end + 1;
+    if (*p == '\0') {
+        b = (unsigned long long)size - 1;
+    } else {
+        b = strtoull(p, &end, 10);
+        if (*end != '\0' || b < a)
+            return RANGE_NONE;
+    }
+    if (a >= (unsigned long long)size)
+        return RANGE_UNSATISFIABLE;
+    *first = (off_t)a;
+    *last = b >= (unsigned long long)size ? size - 1 : (off_t)b;
+    return RANGE_OK;
+}
+
+/* ---- files ---- */
+
+static int errno_to_status(int err)
+{
+    switch (err) {
+    case -ENOENT: case -ENOTDIR: return 404;
+    case -EACCES: case -EPERM: case -EXDEV: case -ELOOP: return 403;
+    case -ENAMETOOLONG: return 414;
+    default: return 500;
+    }
+}
+
+static void respond_file(struct http_conn *cn, const struct request *r, int fd,
+                         const struct stat *st, const char *name)
+{
+    char head[HTTP_RESPONSE_HEAD_MAX], etag[48], lastmod[40], extra[96];
+    off_t first = 0, last = st->st_size - 1;
+    enum range_result rr = RANGE_NONE;
+    int status = 200;
+    struct response rs;
+    size_t at;
+
+    format_etag(st, etag, sizeof(etag));
+    if (r->inm.len > 0 ? etag_listed(&r->inm, etag) : not_modified_since(&r->ims, st->st_mtime))
+        status = 304;
+    else if (r->range.len > 0 &&
+             (r->if_range.len == 0 || (r->if_range.len == strlen(etag) &&
+                                       memcmp(r->if_range.v, etag, r->if_range.len) == 0)))
+        rr = parse_range(&r->range, st->st_size, &first, &last);
+    if (rr == RANGE_UNSATISFIABLE) {
+        close(fd);
+        snprintf(extra, sizeof(extra), "Content-Range: bytes */%lld\r\n", (long long)st->st_size);
+        respond_error(cn, r, 416, false, extra);
+        return;
+    }
+    if (rr == RANGE_OK)
+        status = 206;
+    format_http_date(st->st_mtime, lastmod, sizeof(lastmod));
+    at = head_start(cn, r, status, head, sizeof(head));
+    head_add(head, &at, sizeof(head), "Last-Modified: %s\r\nETag: %s\r\n", lastmod, etag);
+    if (status != 304) {
+        head_add(head, &at, sizeof(head), "Content-Type: %s\r\nContent-Length: %lld\r\n"
+                 "Accept-Ranges: bytes\r\n", mime_type(cn->h->mime, name),
+                 (long long)(st->st_size ? last - first + 1 : 0));
+        if (status == 206)
+            head_add(head, &at, sizeof(head), "Content-Range: bytes %lld-%lld/%lld\r\n",
+                     (long long)first, (long long)last, (long long)st->st_size);
+    }
+    head_add(head, &at, sizeof(head), "\r\n");
+    rs = (struct response){ .status = status, .head = at };
+    if (status != 304 && r->p.method == HTTP_GET && st->st_size > 0)
+        rs.body = (unsigned long long)(last - first + 1);
+    count_and_log(cn, r, &rs);
+    cn->state = CONN_RESPOND;
+    if (rs.body > 0) {
+        pf_iostream_sendfile(cn->s, head, at, fd, first, rs.body, response_written_cb);
+    } else {
+        close(fd);
+        pf_iostream_write(cn->s, head, at, response_written_cb);
+    }
+}
+
+static void serve_path(struct http_conn *cn, const struct request *r, const char *path,
+                       size_t path_len)
+{
+    struct http_server *h = cn->h;
+    char rel[HTTP_PATH_MAX + 1], extra[HTTP_REQUEST_LINE_MAX + 32];
+    bool slash;
+    struct stat st;
+    int fd, rc;
+
+    rc = http_path_normalize(path, path_len, rel, sizeof(rel), &slash);
+    if (rc < 0) {
+        respond_error(cn, r, rc == -ENAMETOOLONG ? 414 : 400, true, "");
+        return;
+    }
+    fd = http_open_beneath(h->root_fd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0 && fstat(fd, &st) < 0) {
+        close(fd);
+        fd = -errno;
+    }
+    if (fd >= 0 && S_ISDIR(st.st_mode)) {
+        size_t n = strlen(rel);
+
+        close(fd);
+        if (!slash) {
+            /* As nginx: a directory is named with its slash. */
+            snprintf(extra, sizeof(extra), "Location: %.*s/\r\n", (int)path_len, path);
+            respond_error(cn, r, 301, false, extra);
+            return;
+        }
+        if (n + 1 + strlen(h->c->http_index) >= sizeof(rel)) {
+            respond_error(cn, r, 414, false, "");
+            return;
+        }
+        snprintf(rel + n, sizeof(rel) - n, "%s%s", n ? "/" : "", h->c->http_index);
+        fd = http_open_beneath(h->root_fd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0 && fstat(fd, &st) < 0) {
+            close(fd);
+            fd = -errno;
+        }
+    }
+    if (fd >= 0 && !S_ISREG(st.st_mode)) {
+        close(fd);
+        fd = -ENOENT;
+    }
+    if (fd < 0) {
+        if (errno_to_status(fd) == 500)
+            log_msg(LOG_ERR, fd, "opening %s under %s", rel, h->c->http_root);
+        respond_error(cn, r, errno_to_status(fd), false, "");
+        return;
+    }
+    respond_file(cn, r, fd, &st, rel);
+}
+
+/* ---- requests ---- */
+
+static void http_serve(struct http_conn *cn, struct request *r)
+{
+    const struct config *c = cn->h->c;
+    unsigned long long body = r->p.content_length == ULLONG_MAX ? 0 : r->p.content_length;
+    const char *path = r->url, *q;
+    size_t path_len;
+
+    cn->close_after = !http_should_keep_alive(&r->p) || cn->h->draining;
+    if (r->p.http_major != 1) {
+        respond_error(cn, r, 505, true, "");
+        return;
+    }
+    if ((r->p.flags & F_CHUNKED) || body > HTTP_BODY_DISCARD_MAX) {
+        respond_error(cn, r, 413, true, "");
+        return;
+    }
+    cn->discard = body;
+    if (r->p.method != HTTP_GET && r->p.method != HTTP_HEAD) {
+        respond_error(cn, r, 405, false, "Allow: GET, HEAD\r\n");
+        return;
+    }
+    /* absolute-form (a proxy's request): serve its path. */
+    if (r->url_len > 7 && strncasecmp(path, "http://", 7) == 0) {
+        const char *slash = memchr(path + 7, '/', r->url_len - 7);
+        if (slash == NULL) {
+            respond_error(cn, r, 400, true, "");
+            return;
+        }
+        path = slash;
+    }
+    path_len = r->url_len - (size_t)(path - r->url);
+    q = memchr(path, '?', path_len);
+    if (q != NULL)
+        path_len = (size_t)(q - path);
+    if (c->http_status_path != NULL && path_len == strlen(c->http_status_path) &&
+        memcmp(path, c->http_status_path, path_len) == 0) {
+        respond_status_page(cn, r);
+        return;
+    }
+    serve_path(cn, r, path, path_len);
+}
+
+static void header_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct http_conn *cn = t->data;
+
+    (void)loop;
+    (void)revents;
+    log_msg(LOG_DEBUG, 0, "%s: no complete request head within header_timeout (%u s), closing",
+            cn->peer, cn->h->c->http_header_timeout_sec);
+    pf_iostream_close(cn->s);
+}
+
+static void head_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    struct http_conn *cn = pf_iostream_data(s);
+    const char *eol = memchr(buf, '\n', len < HTTP_REQUEST_LINE_MAX ? len : HTTP_REQUEST_LINE_MAX);
+    struct request r = { 0 };
+    size_t used;
+
+    ev_timer_stop(cn->h->loop, &cn->header_timer);
+    cn->state = CONN_RESPOND;
+    if (eol == NULL && len >= HTTP_REQUEST_LINE_MAX) {
+        respond_error(cn, NULL, 414, true, "");
+        return;
+    }
+    if (status == -EMSGSIZE) {
+        respond_error(cn, NULL, 431, true, "");
+        return;
+    }
+    http_parser_init(&r.p, HTTP_REQUEST);
+    r.p.data = &r;
+    used = http_parser_execute(&r.p, &parser_settings, buf, len);
+    if (HTTP_PARSER_ERRNO(&r.p) != HPE_PAUSED || r.url == NULL) {
+        bool too_many = r.nheaders > HTTP_HEADERS_MAX;
+        log_msg(LOG_DEBUG, 0, "%s: bad request at byte %zu: %s", cn->peer, used,
+                too_many ? "too many headers" : http_errno_description(HTTP_PARSER_ERRNO(&r.p)));
+        respond_error(cn, r.url ? &r : NULL, too_many ? 431 : 400, true, "");
+        return;
+    }
+    http_serve(cn, &r);
+}
+
+static void head_start_reading(struct http_conn *cn)
+{
+    unsigned sec = cn->h->c->http_header_timeout_sec;
+
+    cn->state = CONN_HEAD;
+    if (sec > 0) {
+        ev_timer_set(&cn->header_timer, sec, 0.);
+        ev_timer_start(cn->h->loop, &cn->header_timer);
+    }
+    pf_iostream_read_until(cn->s, "\r\n\r\n", 4, HTTP_HEAD_MAX, head_read_cb);
+}
+
+/* The first byte of the next request: its head has header_timeout from now. */
+static void idle_peek_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    (void)buf;
+    (void)len;
+    (void)status;
+    head_start_reading(pf_iostream_data(s));
+}
+
+static void discard_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    struct http_conn *cn = pf_iostream_data(s);
+
+    (void)buf;
+    (void)status;
+    cn->discard -= len;
+    conn_next_request(cn);
+}
+
+static void conn_next_request(struct http_conn *cn)
+{
+    if (cn->close_after || cn->h->draining) {
+        pf_iostream_close(cn->s);
+        return;
+    }
+    if (cn->discard > 0) {
+        cn->state = CONN_DISCARD;
+        pf_iostream_read_bytes(cn->s, cn->discard < PF_IOSTREAM_READ_CHUNK
+                                          ? cn->discard : PF_IOSTREAM_READ_CHUNK,
+                               true, discard_read_cb);
+        return;
+    }
+    cn->state = CONN_IDLE;
+    pf_iostream_read_peek(cn->s, idle_peek_cb);
+}
+
+/* ---- connections ---- */
+
+static void conn_close_cb(struct pf_iostream *s, int reason)
+{
+    struct http_conn *cn = pf_iostream_data(s);
+    struct http_server *h = cn->h;
+
+    if (reason < 0 && reason != -ETIMEDOUT && reason != -ECONNRESET)
+        log_msg(LOG_DEBUG, reason, "%s: connection closed", cn->peer);
+    ev_timer_stop(h->loop, &cn->header_timer);
+    if (cn->prev != NULL)
+        cn->prev->next = cn->next;
+    else
+        h->conns = cn->next;
+    if (cn->next != NULL)
+        cn->next->prev = cn->prev;
+    SB_ADD(h->slot->active, -1);
+    if (h->npool < HTTP_CONN_POOL_MAX) {
+        cn->next = h->pool;
+        h->pool = cn;
+        h->npool++;
+    } else {
+        free(cn);
+    }
+}
+
+static void format_peer(const struct sockaddr *peer, char *out, size_t len)
+{
+    if (peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, out, (socklen_t)len);
+    else if (peer->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, out, (socklen_t)len);
+    else
+        snprintf(out, len, "unix");
+}
+
+void http_handle_stream(struct pf_tcp_server *srv, struct pf_iostream *s,
+                        const struct sockaddr *peer, socklen_t len)
+{
+    struct http_server *h = pf_tcp_server_data(srv);
+    struct http_conn *cn = h->pool;
+
+    (void)len;
+    if (cn != NULL) {
+        h->pool = cn->next;
+        h->npool--;
+    } else if ((cn = malloc(sizeof(*cn))) == NULL) {
+        pf_iostream_close(s);
+        return;
+    }
+    memset(cn, 0, sizeof(*cn));
+    cn->h = h;
+    cn->s = s;
+    ev_timer_init(&cn->header_timer, header_timeout_cb, 0., 0.);
+    cn->header_timer.data = cn;
+    /* Only the access log needs the address as text. */
+    if (h->alog.path != NULL || log_level_enabled(LOG_DEBUG))
+        format_peer(peer, cn->peer, sizeof(cn->peer));
+    cn->next = h->conns;
+    if (h->conns != NULL)
+        h->conns->prev = cn;
+    h->conns = cn;
+    SB_ADD(h->slot->active, 1);
+    SB_ADD(h->slot->c.accepted, 1);
+    pf_iostream_set_data(s, cn);
+    pf_iostream_set_close_cb(s, conn_close_cb);
+    /* As nginx: the first request's head is due header_timeout after accept. */
+    head_start_reading(cn);
+}
+
+void http_server_drain(struct http_server *h)
+{
+    h->draining = true;
+    /* Idle keep-alive connections have nothing in flight: close them now. */
+    for (struct http_conn *cn = h->conns; cn != NULL; cn = cn->next)
+        if (cn->state == CONN_IDLE)
+            pf_iostream_close(cn->s);
+}
+
+int http_server_reopen_logs(struct http_server *h)
+{
+    return access_log_reopen(&h->alog);
+}
+
+struct http_server *http_server_new(struct ev_loop *loop, const struct config *c,
+                                    struct scoreboard *sb, int slot,
+                                    char *errmsg, size_t len)
+{
+    struct http_server *h = calloc(1, sizeof(*h));
+    int err;
+
+    if (h == NULL) {
+        snprintf(errmsg, len, "%s", strerror(ENOMEM));
+        return NULL;
+    }
+    h->loop = loop;
+    h->c = c;
+    h->sb = sb;
+    h->slot = &sb->slots[slot];
+    h->alog.fd = -1;
+    h->root_fd = -1;
+    h->root_fd = open(c->http_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (h->root_fd < 0) {
+        snprintf(errmsg, len, "%s: [http] root = %s: %s", c->path, c->http_root, strerror(errno));
+        goto fail;
+    }
+    err = mime_load(MIME_TYPES_PATH, &h->mime);
+    if (err < 0) {
+        snprintf(errmsg, len, "%s: %s", MIME_TYPES_PATH, strerror(-err));
+        goto fail;
+    }
+    if (c->http_access_log != NULL) {
+        err = access_log_open(&h->alog, c->http_access_log);
+        if (err < 0) {
+            snprintf(errmsg, len, "%s: [http] access_log = %s: %s", c->path,
+                     c->http_access_log, strerror(-err));
+            goto fail;
+        }
+    }
+    return h;
+fail:
+    http_server_free(h);
+    return NULL;
+}
+
+void http_server_free(struct http_server *h)
+{
+    if (h == NULL)
+        return;
+    while (h->pool != NULL) {
+        struct http_conn *next = h->pool->next;
+        free(h->pool);
+        h->pool = next;
+    }
+    if (h->root_fd >= 0)
+        close(h->root_fd);
+    if (h->mime != NULL)
+        mime_free(h->mime);
+    access_log_close(&h->alog);
+    free(h);
+}
