@@ -36,8 +36,9 @@ EV_LIBS      = -lev -lm
 LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c
 DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/master.c \
                daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c \
-               daemon/http.c daemon/http_path.c daemon/http_status.c daemon/mime.c daemon/access_log.c
-TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path
+               daemon/http.c daemon/http_path.c daemon/http_status.c daemon/mime.c daemon/access_log.c \
+               daemon/systemd.c
+TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c
 # daemon/ objects the config suite links against (everything but main.c).
@@ -125,3 +126,37 @@ deps:
 	fi
 
 -include $(ALL_OBJS:.o=.d)
+
+# ---- Benchmarks (issue #7): on demand only; `check` does not depend on them.
+# `make bench` compares preforkd with nginx, Tornado and a raw epoll floor on
+# loopback and writes build/bench/report.md. QUICK=1: a short run (< 2 min).
+# RUNS=n: repetitions per figure (default 3). `tests/bench/run --smoke` is the
+# quick does-it-still-work mode (~30 s).
+BENCH_PKGS := nginx-light python3-tornado wrk apache2-utils strace linux-perf
+BENCH_RUN_FLAGS := $(if $(filter 1,$(QUICK)),--quick) $(if $(RUNS),--runs $(RUNS))
+
+.PHONY: bench bench-deps
+bench: bench-deps all $(O)/bench/raw_epoll
+	tests/bench/run --build $(O) $(BENCH_RUN_FLAGS)
+
+$(O)/bench/raw_epoll: tests/bench/raw_epoll.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS)
+
+# Installs the benchmark's Debian packages when one is missing and we are
+# root; otherwise prints the command to run. Not part of `deps`.
+bench-deps:
+	@missing=""; \
+	for p in $(BENCH_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || \
+	        missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "make bench-deps: installing$$missing"; \
+	        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing || exit 1; \
+	    else \
+	        echo "make bench-deps: missing$$missing; run:"; \
+	        echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	    fi; \
+	fi

@@ -7,10 +7,15 @@
 #define _GNU_SOURCE     /* asprintf */
 #include "listeners.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -48,6 +53,119 @@ static int listener_bind(struct listener *l, const struct config *c, const struc
     if (rc < 0)
         log_msg(LOG_ERR, 0, "%s:%d: [server] listen = %s: %s", c->path, s->line, s->text, err);
     return rc < 0 ? rc : 0;
+}
+
+static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+/* systemd's default socket for `ListenStream=PORT` is one dual-stack [::]
+ * socket: it serves the 0.0.0.0:PORT that our own bind would add. */
+static bool dual_stack_covers(int fd, const struct sockaddr_storage *have,
+                              const struct sockaddr *want)
+{
+    const struct sockaddr_in6 *h = (const void *)have;
+    const struct sockaddr_in *w = (const void *)want;
+    int v6only = 1;
+    socklen_t len = sizeof(v6only);
+
+    return have->ss_family == AF_INET6 && want->sa_family == AF_INET &&
+           w->sin_addr.s_addr == htonl(INADDR_ANY) && h->sin6_port == w->sin_port &&
+           IN6_IS_ADDR_UNSPECIFIED(&h->sin6_addr) &&
+           getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) == 0 && !v6only;
+}
+
+/* The inherited fd bound to want, or -1. */
+static int find_inherited(const struct sd_listen_fds *in, const struct sockaddr *want, size_t *idx)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+
+        if (in->fds[i] < 0 || getsockname(in->fds[i], (struct sockaddr *)&ss, &len) < 0)
+            continue;
+        if (want->sa_family == AF_UNIX) {
+            const struct sockaddr_un *a = (const void *)&ss, *b = (const void *)want;
+            if (ss.ss_family == AF_UNIX && strcmp(a->sun_path, b->sun_path) == 0) {
+                *idx = i;
+                return in->fds[i];
+            }
+            continue;
+        }
+        if (same_addr((struct sockaddr *)&ss, want) || dual_stack_covers(in->fds[i], &ss, want)) {
+            *idx = i;
+            return in->fds[i];
+        }
+    }
+    return -1;
+}
+
+/*
+ * Socket activation: takes the inherited fds that serve every address s
+ * would bind. Returns true if s is fully served so (l holds the fds), false
+ * if it must be bound as usual (nothing taken).
+ */
+static bool listener_claim(struct listener *l, const struct listen_spec *s,
+                           struct sd_listen_fds *in)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res, *ai;
+    size_t idx[PF_BIND_MAX];
+    char port[16];
+    int n = 0;
+
+    if (in == NULL || in->n == 0)
+        return false;
+    if (s->kind == LISTEN_UNIX) {
+        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+        int fd;
+
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", s->path);
+        if ((fd = find_inherited(in, (struct sockaddr *)&sun, &idx[0])) < 0)
+            return false;
+        l->fds[0] = fd;
+        l->nfds = 1;
+        in->fds[idx[0]] = -1;
+        return true;
+    }
+    if (s->port == 0)
+        return false;           /* a kernel-chosen port cannot be passed in */
+    snprintf(port, sizeof(port), "%u", s->port);
+    if (getaddrinfo(s->host, port, &hints, &res) != 0)
+        return false;
+    for (ai = res; ai != NULL && n < PF_BIND_MAX; ai = ai->ai_next) {
+        int fd = find_inherited(in, ai->ai_addr, &idx[n]);
+        bool dup = false;
+
+        if (fd < 0) {
+            n = -1;             /* one address is not served: bind them all */
+            break;
+        }
+        for (int j = 0; j < n; j++)
+            dup |= l->fds[j] == fd;
+        if (!dup)
+            l->fds[n++] = fd;
+    }
+    freeaddrinfo(res);
+    if (n <= 0)
+        return false;
+    l->nfds = n;
+    for (int j = 0; j < n; j++)
+        for (size_t i = 0; i < in->n; i++)
+            if (in->fds[i] == l->fds[j])
+                in->fds[i] = -1;
+    return true;
 }
 
 static void listener_close(struct listener *l)
@@ -108,7 +226,8 @@ static void listeners_free_except(struct listeners *ls, const struct listeners *
     memset(ls, 0, sizeof(*ls));
 }
 
-int listeners_rebind(const struct listeners *old, const struct config *c, struct listeners *out)
+int listeners_rebind(const struct listeners *old, const struct config *c,
+                     struct sd_listen_fds *inherited, struct listeners *out)
 {
     int rc = -ENOMEM;
 
@@ -134,6 +253,10 @@ int listeners_rebind(const struct listeners *old, const struct config *c, struct
                 goto fail;
             continue;
         }
+        if (listener_claim(l, s, inherited)) {
+            log_msg(LOG_INFO, 0, "listen = %s: using the socket systemd passed", s->text);
+            continue;
+        }
         rc = listener_bind(l, c, s);
         if (rc < 0)
             goto fail;
@@ -150,9 +273,9 @@ fail:
     return rc;
 }
 
-int listeners_bind(struct listeners *ls, const struct config *c)
+int listeners_bind(struct listeners *ls, const struct config *c, struct sd_listen_fds *inherited)
 {
-    return listeners_rebind(NULL, c, ls);
+    return listeners_rebind(NULL, c, inherited, ls);
 }
 
 void listeners_discard_new(struct listeners *nls, const struct listeners *old)

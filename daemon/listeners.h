@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "netutil.h"
+#include "systemd.h"
 
 struct listener {
     char *key;                  /* what makes two listen values the same socket */
@@ -24,13 +25,15 @@ struct listeners {
     size_t nflat;
 };
 
-/* Binds every listen of c into ls (zeroed). Logs which one failed, closes
- * what it opened, and returns -errno; else 0. */
-int listeners_bind(struct listeners *ls, const struct config *c);
+/* Binds every listen of c into ls (zeroed), or takes the socket systemd
+ * passed for it (inherited, may be NULL; taken fds are set to -1 there).
+ * Logs which one failed, closes what it opened, and returns -errno; else 0. */
+int listeners_bind(struct listeners *ls, const struct config *c, struct sd_listen_fds *inherited);
 /* For a reload: out gets c's listeners, taking the fds of old ones with the
- * same key and binding the others. On failure (logged) old is untouched and
- * out holds nothing. */
-int listeners_rebind(const struct listeners *old, const struct config *c, struct listeners *out);
+ * same key, then inherited ones, and binding the others. On failure
+ * (logged) old is untouched and out holds nothing. */
+int listeners_rebind(const struct listeners *old, const struct config *c,
+                     struct sd_listen_fds *inherited, struct listeners *out);
 /* Undo a rebind: closes what it bound anew, frees nls. */
 void listeners_discard_new(struct listeners *nls, const struct listeners *old);
 /* Commit a rebind: closes the old listeners nls did not keep; *old = *nls. */

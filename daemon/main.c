@@ -20,6 +20,7 @@
 #include "log.h"
 #include "master.h"
 #include "pidfile.h"
+#include "systemd.h"
 #include "prefork.h"
 
 #ifndef PF_SYSCONFDIR
@@ -131,6 +132,7 @@ int main(int argc, char **argv)
     struct master_options mo = { .ready_fd = -1 };
     char title[TITLE_MAX], abspath[PATH_MAX], err[512];
     bool test_only = false;
+    struct sd_listen_fds inherited;
     struct config *c;
     int opt;
 
@@ -184,6 +186,9 @@ int main(int argc, char **argv)
         free(c);
         return 1;
     }
+    /* LISTEN_PID names this process, not the daemon it may fork into. */
+    sd_listen_fds_take(&inherited);
+    mo.inherited = &inherited;
     log_tee_stderr(!mo.foreground);
     setproctitle_init(argc, argv, environ);
     if (!mo.foreground && (mo.ready_fd = daemonize()) < 0) {

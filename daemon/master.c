@@ -26,6 +26,7 @@
 #include "pidfile.h"
 #include "prefork.h"
 #include "scoreboard.h"
+#include "systemd.h"
 #include "worker.h"
 
 /* Backoff for a worker that dies soon after it started: from the first
@@ -39,6 +40,8 @@
 /* After graceful_timeout, workers get this much more before SIGKILL. */
 #define GRACEFUL_SLACK_SEC 1.0
 #define HEARTBEAT_CHECK_SEC 0.5
+/* How often systemd hears STATUS= when it does not ask for a watchdog. */
+#define SD_STATUS_SEC 5.0
 /* The most workers TTIN may add up to. */
 #define WORKERS_MAX 1024
 
@@ -79,11 +82,12 @@ struct master {
     size_t ndeaths, death_head;
     int pidfile_fd;
     int ready_pipe[2];
+    struct sd_notifier sd;
     enum master_state state;
     int exit_status;
     ev_io ready_w;
     ev_child child_w;
-    ev_timer heartbeat_w, stop_w;
+    ev_timer heartbeat_w, stop_w, sd_w;
     ev_signal sig_hup, sig_term, sig_int, sig_quit, sig_usr1, sig_ttin, sig_ttou;
 };
 
@@ -142,6 +146,24 @@ static bool older_generation(const struct proc *p, unsigned generation)
     return p->generation < generation && !p->retiring;
 }
 
+static uint64_t active_connections(const struct master *m)
+{
+    uint64_t n = 0;
+
+    for (int i = 0; i < SCOREBOARD_SLOTS; i++)
+        if (m->procs[i].pid != 0)
+            n += SB_LOAD(m->sb->slots[i].active);
+    return n;
+}
+
+/* STATUS= for systemctl status: workers, generation, connections. */
+static void master_notify(struct master *m, const char *state)
+{
+    sd_notify_printf(&m->sd, "%sSTATUS=%d workers, generation %u, %llu connections",
+                     state, m->ntasks, m->generation,
+                     (unsigned long long)active_connections(m));
+}
+
 /* The newest generation accepts in full: the older ones may now go. */
 static void master_check_generation_ready(struct master *m)
 {
@@ -155,10 +177,12 @@ static void master_check_generation_ready(struct master *m)
         signal_procs(m, SIGQUIT, older_generation, m->generation);
         log_msg(LOG_NOTICE, 0, "generation %u accepts with %d worker%s; the older ones drain",
                 m->generation, m->ntasks, m->ntasks == 1 ? "" : "s");
+        master_notify(m, "READY=1\n");
     }
     if (!m->announced) {
         m->announced = true;
         log_msg(LOG_NOTICE, 0, "%d worker%s accepting", m->ntasks, m->ntasks == 1 ? "" : "s");
+        master_notify(m, "READY=1\n");
         if (m->opt->ready_fd >= 0) {
             /* The launcher exits 0 on this byte; our stdio leaves the terminal. */
             log_tee_stderr(false);
@@ -292,6 +316,7 @@ static void master_forget(struct master *m)
     ev_child_stop(m->loop, &m->child_w);
     ev_timer_stop(m->loop, &m->heartbeat_w);
     ev_timer_stop(m->loop, &m->stop_w);
+    ev_timer_stop(m->loop, &m->sd_w);
     ev_signal_stop(m->loop, &m->sig_hup);
     ev_signal_stop(m->loop, &m->sig_term);
     ev_signal_stop(m->loop, &m->sig_int);
@@ -305,6 +330,7 @@ static void master_forget(struct master *m)
     close(m->ready_pipe[0]);
     if (m->pidfile_fd >= 0)
         close(m->pidfile_fd);
+    sd_notifier_close(&m->sd);
 }
 
 static void master_spawn(struct master *m, int task_id)
@@ -393,6 +419,16 @@ static void master_start_generation(struct master *m)
     }
 }
 
+/* The old config serves on; systemd, told RELOADING=1, hears READY=1. */
+static void master_reload_failed(struct master *m, struct config *next, const char *why)
+{
+    log_msg(LOG_ERR, 0, "reload failed, the running configuration stays: %s", why);
+    sd_notify_printf(&m->sd, "READY=1\nSTATUS=reload failed, the running configuration "
+                     "stays: %s", why);
+    config_free(next);
+    free(next);
+}
+
 static void master_reload(struct master *m)
 {
     struct config *next = calloc(1, sizeof(*next));
@@ -405,26 +441,21 @@ static void master_reload(struct master *m)
         return;
     }
     log_msg(LOG_NOTICE, 0, "reloading %s", m->opt->config_path);
+    sd_notify_printf(&m->sd, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                     (unsigned long long)sd_monotonic_usec());
     if (config_load(m->opt->config_path, next, err, sizeof(err)) < 0 ||
         master_check_config(next, err, sizeof(err)) < 0) {
-        log_msg(LOG_ERR, 0, "reload failed, the running configuration stays: %s", err);
-        config_free(next);
-        free(next);
+        master_reload_failed(m, next, err);
         return;
     }
-    rc = listeners_rebind(&m->ls, next, &nls);
+    rc = listeners_rebind(&m->ls, next, NULL, &nls);
     if (rc < 0) {
-        log_msg(LOG_ERR, 0, "reload failed, the running configuration stays");
-        config_free(next);
-        free(next);
+        master_reload_failed(m, next, "a listen could not be bound");
         return;
     }
     if (!m->opt->foreground && log_open(next->log, next->log_level, err, sizeof(err)) < 0) {
-        log_msg(LOG_ERR, 0, "reload failed, the running configuration stays: %s: "
-                "[daemon] log = %s: %s", next->path, next->log, err);
         listeners_discard_new(&nls, &m->ls);
-        config_free(next);
-        free(next);
+        master_reload_failed(m, next, err);
         return;
     }
     if (m->opt->foreground)
@@ -468,6 +499,9 @@ static void master_stop(struct master *m, enum master_state how, int status)
     if (status > m->exit_status)
         m->exit_status = status;
     m->state = how;
+    sd_notify_printf(&m->sd, "STOPPING=1\nSTATUS=%s shutdown",
+                     how == STOPPING_FAST ? "fast" : "graceful");
+    ev_timer_stop(m->loop, &m->sd_w);
     /* New connections are refused from now on, not queued. */
     listeners_close(&m->ls);
     for (int i = 0; i < m->ntasks; i++)
@@ -582,6 +616,17 @@ static void master_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
 }
 
+/* Runs from the loop: a WATCHDOG=1 proves the loop turns, not just that
+ * the process exists. */
+static void master_sd_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct master *m = w->data;
+
+    (void)loop;
+    (void)revents;
+    master_notify(m, m->sd.watchdog_usec ? "WATCHDOG=1\n" : "");
+}
+
 static void master_start_watchers(struct master *m)
 {
     ev_signal *sigs[] = { &m->sig_hup, &m->sig_term, &m->sig_int, &m->sig_quit,
@@ -604,6 +649,13 @@ static void master_start_watchers(struct master *m)
     ev_timer_start(m->loop, &m->heartbeat_w);
     ev_timer_init(&m->stop_w, master_stop_cb, 0., 0.);
     m->stop_w.data = m;
+    if (m->sd.fd >= 0) {
+        /* Half the watchdog interval, as sd_watchdog_enabled(3) advises. */
+        double every = m->sd.watchdog_usec ? m->sd.watchdog_usec / 2e6 : SD_STATUS_SEC;
+        ev_timer_init(&m->sd_w, master_sd_cb, every, every);
+        m->sd_w.data = m;
+        ev_timer_start(m->loop, &m->sd_w);
+    }
 }
 
 static void master_free(struct master *m)
@@ -616,6 +668,7 @@ static void master_free(struct master *m)
         close(m->ready_pipe[1]);
     }
     scoreboard_destroy(m->sb);
+    sd_notifier_close(&m->sd);
     free(m->tasks);
     free(m->deaths);
     config_free(m->cfg);
@@ -626,10 +679,11 @@ int master_run(struct config *c, const struct master_options *opt)
 {
     static struct master m;     /* too large for the stack; one per process */
     char err[512];
+    size_t n;
     int rc = 1;
 
     m = (struct master){ .loop = ev_default_loop(0), .opt = opt, .cfg = c, .pidfile_fd = -1,
-                         .ready_pipe = { -1, -1 } };
+                         .ready_pipe = { -1, -1 }, .sd = { .fd = -1 } };
     log_set_role("master");
     if (c->pidfile != NULL) {
         m.pidfile_fd = pidfile_acquire(c->pidfile, err, sizeof(err));
@@ -638,8 +692,15 @@ int master_run(struct config *c, const struct master_options *opt)
             goto out;
         }
     }
-    if (listeners_bind(&m.ls, c) < 0)
+    sd_notifier_open(&m.sd);
+    rc = listeners_bind(&m.ls, c, opt->inherited);
+    if (opt->inherited != NULL && (n = sd_listen_fds_close_unclaimed(opt->inherited)) > 0)
+        log_msg(LOG_WARNING, 0, "%zu socket%s passed by systemd match%s no listen, closed",
+                n, n == 1 ? "" : "s", n == 1 ? "es" : "");
+    rc = rc < 0 ? 1 : 0;
+    if (rc != 0)
         goto out;
+    rc = 1;
     m.sb = scoreboard_create();
     if (m.sb == NULL) {
         log_msg(LOG_ERR, -errno, "creating the scoreboard");

@@ -5,12 +5,14 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "systemd.h"
 
 struct master_options {
     const char *config_path;    /* absolute: reloads happen after chdir("/") */
     bool foreground;            /* log to stderr whatever the config says */
     const char *title;          /* the command line, for `ps` */
     int ready_fd;               /* >= 0: write one byte once workers accept (daemonize) */
+    struct sd_listen_fds *inherited;    /* socket activation; may be NULL */
 };
 
 /* Checks what a config needs beyond its syntax before it may run: the user

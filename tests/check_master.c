@@ -523,6 +523,15 @@ static int open_session(const struct daemon *d)
     return fd;
 }
 
+/* One more round trip on an open session; false if it failed. */
+static bool session_echoes(int fd, int round)
+{
+    char msg[32];
+    int len = snprintf(msg, sizeof(msg), "still here %d\n", round);
+
+    return tu_echo_exchange(fd, msg, (size_t)len, ECHO_TIMEOUT_SEC);
+}
+
 /* Polls connects to port until one is refused; true if one was within timeout_sec. */
 static bool wait_refused(unsigned port, double timeout_sec)
 {
@@ -926,14 +935,21 @@ START_TEST(test_five_hups_under_load_replace_every_worker_without_a_failure)
     struct daemon *d = start_workers(&c, before);
     struct client_loop cl;
     bool renewed;
-    int n;
+    int n, fd, session_failed_at = 0;
 
     client_loop_start(&cl, d->port);
+    /* Accepted by an old worker: it must serve it on while it drains. */
+    fd = open_session(d);
     usleep(200000);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 1; i <= 5; i++) {
         kill(d->pid, SIGHUP);
-        usleep(300000);
+        for (int j = 0; j < 3; j++) {
+            usleep(100000);
+            if (session_failed_at == 0 && !session_echoes(fd, 3 * i + j))
+                session_failed_at = i;
+        }
     }
+    close(fd);
     renewed = wait_workers(d, &(struct expect){ .n = 2, .gone = before, .n_gone = 2 }, after, &n,
                            RELOAD_TIMEOUT_SEC);
     client_loop_stop(&cl);
@@ -942,6 +958,9 @@ START_TEST(test_five_hups_under_load_replace_every_worker_without_a_failure)
     ck_assert_msg(renewed, "%.0f s after 5 HUPs, expected 2 new workers and no old one; was "
                   "#0 pid %d, #1 pid %d; master has: %s\n%s", RELOAD_TIMEOUT_SEC,
                   (int)before[0].pid, (int)before[1].pid, describe_workers(after, n),
+                  daemon_log_tail(d));
+    ck_assert_msg(session_failed_at == 0, "a session open across the HUPs stopped echoing after "
+                  "HUP %d (graceful_timeout = %d)\n%s", session_failed_at, GRACEFUL_TIMEOUT_SEC,
                   daemon_log_tail(d));
     assert_client_loop(d, &cl, 0);
 }
@@ -1098,28 +1117,45 @@ END_TEST
 
 /* ---- shutdown ---- */
 
-START_TEST(test_quit_refuses_new_connections_and_finishes_open_session)
+/* Sends sig to the master, or runs `preforkd -s command` if command is not NULL. */
+static void ask_master(const struct daemon *d, int sig, const char *command)
+{
+    if (command != NULL)
+        run_signal_command(d, command, 0);
+    else
+        ck_assert_int_eq(kill(d->pid, sig), 0);
+}
+
+/* Once the master stopped: exit status 0, no worker left, pidfile removed. */
+static void assert_stopped_cleanly(struct daemon *d, const char *after)
+{
+    ck_assert_msg(exited_with(d->status, 0), "master status 0x%x after %s\n%s",
+                  (unsigned)d->status, after, daemon_log_tail(d));
+    ck_assert_msg(daemon_wait_group_gone(d, 0.5), "workers outlive the master after %s", after);
+    ck_assert_msg(!file_exists(d->pidfile), "pidfile %s left after %s", d->pidfile, after);
+}
+
+/* QUIT (or -s quit) with an echo session open and graceful_timeout = 10:
+ * new connections are refused within 0.5 s, the session still echoes 1 s
+ * later, and once it closes the master exits 0 well before the timeout. */
+static void assert_graceful_shutdown(int sig, const char *command, const char *what)
 {
     struct worker ws[MAX_WORKERS];
     struct conf c = echo_conf(2);
     struct daemon *d;
-    double quit_at;
+    double asked_at;
     int fd;
 
     c.graceful_timeout_sec = 10;
     d = start_workers(&c, ws);
     fd = open_session(d);
-    ck_assert_int_eq(kill(d->pid, SIGQUIT), 0);
-    quit_at = tu_now();
-    ck_assert_msg(wait_refused(d->port, 0.5), "connections still accepted 0.5 s after QUIT\n%s",
-                  daemon_log_tail(d));
-    for (int i = 0; tu_now() < quit_at + 1.2; i++) {
-        char msg[32];
-        int len = snprintf(msg, sizeof(msg), "still here %d\n", i);
-
-        ck_assert_msg(tu_echo_exchange(fd, msg, (size_t)len, ECHO_TIMEOUT_SEC),
-                      "the open session stopped echoing %.2f s after QUIT\n%s", tu_now() - quit_at,
-                      daemon_log_tail(d));
+    ask_master(d, sig, command);
+    asked_at = tu_now();
+    ck_assert_msg(wait_refused(d->port, 0.5), "connections still accepted 0.5 s after %s\n%s",
+                  what, daemon_log_tail(d));
+    for (int i = 0; tu_now() < asked_at + 1.2; i++) {
+        ck_assert_msg(session_echoes(fd, i), "the open session stopped echoing %.2f s after %s\n%s",
+                      tu_now() - asked_at, what, daemon_log_tail(d));
         usleep(200000);
     }
     ck_assert_msg(!daemon_wait_exit(d, 0), "master exited (status 0x%x) with a session open",
@@ -1128,63 +1164,51 @@ START_TEST(test_quit_refuses_new_connections_and_finishes_open_session)
     ck_assert_msg(daemon_wait_exit(d, 3.0), "master still runs 3 s after the last session closed "
                   "(graceful_timeout = 10); children: %s\n%s",
                   describe_workers(ws, workers_of(d->pid, ws)), daemon_log_tail(d));
-    ck_assert_msg(exited_with(d->status, 0), "master status 0x%x after QUIT\n%s",
-                  (unsigned)d->status, daemon_log_tail(d));
-    ck_assert_msg(daemon_wait_group_gone(d, 1.0), "workers outlive the master after QUIT");
-    ck_assert_msg(!file_exists(d->pidfile), "pidfile %s left after QUIT", d->pidfile);
+    assert_stopped_cleanly(d, what);
 }
-END_TEST
 
-START_TEST(test_term_with_open_sessions_exits_0_within_1s)
+/* TERM (or -s stop) with 3 idle echo sessions open and graceful_timeout =
+ * 10: the master exits 0 within 1 s. */
+static void assert_fast_shutdown(int sig, const char *command, const char *what)
 {
     struct worker ws[MAX_WORKERS];
     struct conf c = echo_conf(2);
     struct daemon *d;
     int fds[3];
 
-    c.graceful_timeout_sec = 10;    /* TERM is fast: it must not wait for this */
+    c.graceful_timeout_sec = 10;    /* a fast stop must not wait for this */
     d = start_workers(&c, ws);
     for (int i = 0; i < 3; i++)
         fds[i] = open_session(d);
-    ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
-    ck_assert_msg(daemon_wait_exit(d, 1.0), "master still runs 1 s after TERM\n%s",
+    ask_master(d, sig, command);
+    ck_assert_msg(daemon_wait_exit(d, 1.0), "master still runs 1 s after %s\n%s", what,
                   daemon_log_tail(d));
     for (int i = 0; i < 3; i++)
         close(fds[i]);
-    ck_assert_msg(exited_with(d->status, 0), "master status 0x%x after TERM\n%s",
-                  (unsigned)d->status, daemon_log_tail(d));
-    ck_assert_msg(daemon_wait_group_gone(d, 0.5), "workers outlive the master after TERM");
-    ck_assert_msg(!file_exists(d->pidfile), "pidfile %s left after TERM", d->pidfile);
+    assert_stopped_cleanly(d, what);
+}
+
+START_TEST(test_quit_refuses_new_connections_and_finishes_open_session)
+{
+    assert_graceful_shutdown(SIGQUIT, NULL, "QUIT");
 }
 END_TEST
 
-/* `preforkd -s signal_name` stops a running master: exit 0, pidfile removed. */
-static void assert_signal_command_stops(const char *signal_name)
+START_TEST(test_signal_quit_command_refuses_new_connections_and_finishes_open_session)
 {
-    struct worker ws[MAX_WORKERS];
-    struct conf c = echo_conf(2);
-    struct daemon *d = start_workers(&c, ws);
-
-    ck_assert_int_eq(pidfile_pid(d->pidfile), d->pid);
-    run_signal_command(d, signal_name, 0);
-    ck_assert_msg(daemon_wait_exit(d, 3.0), "master still runs 3 s after -s %s\n%s", signal_name,
-                  daemon_log_tail(d));
-    ck_assert_msg(exited_with(d->status, 0), "master status 0x%x after -s %s\n%s",
-                  (unsigned)d->status, signal_name, daemon_log_tail(d));
-    ck_assert_msg(daemon_wait_group_gone(d, 1.0), "workers outlive the master after -s %s",
-                  signal_name);
-    ck_assert_msg(!file_exists(d->pidfile), "pidfile %s left after -s %s", d->pidfile, signal_name);
-}
-
-START_TEST(test_signal_stop_command_stops_master)
-{
-    assert_signal_command_stops("stop");
+    assert_graceful_shutdown(0, "quit", "preforkd -s quit");
 }
 END_TEST
 
-START_TEST(test_signal_quit_command_stops_master)
+START_TEST(test_term_with_open_sessions_exits_0_within_1s)
 {
-    assert_signal_command_stops("quit");
+    assert_fast_shutdown(SIGTERM, NULL, "TERM");
+}
+END_TEST
+
+START_TEST(test_signal_stop_command_with_open_sessions_exits_0_within_1s)
+{
+    assert_fast_shutdown(0, "stop", "preforkd -s stop");
 }
 END_TEST
 
@@ -1484,8 +1508,8 @@ static Suite *master_suite(void)
     tc = new_tcase(s, "shutdown");
     tcase_add_test(tc, test_quit_refuses_new_connections_and_finishes_open_session);
     tcase_add_test(tc, test_term_with_open_sessions_exits_0_within_1s);
-    tcase_add_test(tc, test_signal_stop_command_stops_master);
-    tcase_add_test(tc, test_signal_quit_command_stops_master);
+    tcase_add_test(tc, test_signal_quit_command_refuses_new_connections_and_finishes_open_session);
+    tcase_add_test(tc, test_signal_stop_command_with_open_sessions_exits_0_within_1s);
 
     tc = new_tcase(s, "pidfile");
     tcase_add_test(tc, test_pidfile_holds_master_pid_and_newline);
