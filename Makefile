@@ -3,10 +3,15 @@
 # is missing (through `make deps`) before they build.
 
 PREFIX     ?= /usr/local
-BINDIR     ?= $(PREFIX)/sbin
+SBINDIR    ?= $(PREFIX)/sbin
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+DATADIR    ?= $(PREFIX)/share
+MANDIR     ?= $(DATADIR)/man
+# Debian's systemdsystemunitdir for PREFIX=/usr; systemd also reads
+# /usr/local/lib/systemd/system.
+SYSTEMDUNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 DESTDIR    ?=
 
 CC      ?= cc
@@ -32,12 +37,13 @@ BSD_LIBS     = $(shell pkg-config --libs libbsd 2>/dev/null || echo -lbsd)
 # libhttp-parser ships no .pc file either.
 HTTP_PARSER_LIBS = -lhttp_parser
 EV_LIBS      = -lev -lm
+DAEMON_LIBS  = $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS)
 
 LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c
 DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/master.c \
                daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c \
                daemon/http.c daemon/http_path.c daemon/http_status.c daemon/mime.c daemon/access_log.c \
-               daemon/systemd.c
+               daemon/systemd.c daemon/http_cache.c
 TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c
@@ -59,7 +65,7 @@ $(O)/libprefork.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
 
 $(O)/preforkd: $(DAEMON_OBJS) $(O)/libprefork.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
 
 $(O)/%.o: %.c | deps
 	@mkdir -p $(@D)
@@ -80,7 +86,7 @@ tests: $(TEST_BINS) $(O)/preforkd
 check: deps tests
 	@fail=0; for t in $(TEST_BINS); do \
 	    echo "== $$t"; \
-	    PREFORKD=$(O)/preforkd CK_FORK=yes $$t || fail=1; \
+	    PREFORKD=$(O)/preforkd MAKE_SANITIZE=$(SANITIZE) CK_FORK=yes $$t || fail=1; \
 	done; \
 	if [ $$fail = 0 ]; then echo "make check: every suite passed"; \
 	else echo "make check: FAILED"; exit 1; fi
@@ -88,17 +94,53 @@ check: deps tests
 run: deps $(O)/preforkd
 	$(O)/preforkd -f -c conf/preforkd.conf
 
-install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/prefork \
-	    $(DESTDIR)$(SYSCONFDIR)/preforkd
-	install -m 755 $(O)/preforkd $(DESTDIR)$(BINDIR)/preforkd
+# ---- make install [DESTDIR=...] [PREFIX=...] (README: "Running it as a service")
+VERSION := $(shell sed -n 's/^\#define PF_VERSION "\(.*\)"/\1/p' lib/prefork.h)
+# Fills in the unit and the .pc file.
+SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
+            -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+            -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
+LIB_HEADERS := lib/prefork.h lib/netutil.h lib/iostream.h lib/process.h lib/tcpserver.h
+
+# The installed daemon's default -c is this install's SYSCONFDIR, which need
+# not be the one $(O)/preforkd was built with (`make`, then `make install
+# PREFIX=/usr`): main.c is compiled again for it, each time, and
+# $(O)/preforkd stays as it is.
+$(O)/install/main.o: daemon/main.c FORCE | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(INIH_CFLAGS) -c -o $@ $<
+
+$(O)/install/preforkd: $(O)/install/main.o $(filter-out $(O)/daemon/main.o,$(DAEMON_OBJS)) \
+                       $(O)/libprefork.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DAEMON_LIBS)
+
+.PHONY: FORCE
+FORCE:
+
+install: all $(O)/install/preforkd
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/prefork \
+	    $(DESTDIR)$(SYSCONFDIR)/preforkd $(DESTDIR)$(SYSCONFDIR)/logrotate.d \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(DATADIR)/preforkd/www
+	install -m 755 $(O)/install/preforkd $(DESTDIR)$(SBINDIR)/preforkd
 	install -m 644 $(O)/libprefork.a $(DESTDIR)$(LIBDIR)/libprefork.a
-	install -m 644 lib/prefork.h lib/netutil.h lib/iostream.h lib/process.h lib/tcpserver.h \
-	    $(DESTDIR)$(INCLUDEDIR)/prefork/
-	@# An operator's edited config is never overwritten.
+	install -m 644 $(LIB_HEADERS) $(DESTDIR)$(INCLUDEDIR)/prefork/
+	$(SUBST) conf/libprefork.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libprefork.pc
+	$(SUBST) systemd/preforkd.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/preforkd.service
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/libprefork.pc $(DESTDIR)$(SYSTEMDUNITDIR)/preforkd.service
+	install -m 644 systemd/preforkd.socket $(DESTDIR)$(SYSTEMDUNITDIR)/preforkd.socket
+	install -m 644 daemon/preforkd.8 $(DESTDIR)$(MANDIR)/man8/preforkd.8
+	install -m 644 conf/preforkd.conf.5 $(DESTDIR)$(MANDIR)/man5/preforkd.conf.5
+	install -m 644 conf/logrotate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/preforkd
+	install -m 644 conf/www/index.html $(DESTDIR)$(DATADIR)/preforkd/www/index.html
+	@# An operator's edited config is never overwritten. The pidfile goes
+	@# where the unit's RuntimeDirectory and the logrotate snippet expect it;
+	@# root to the sample page installed above.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf ]; then \
 	    echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf"; \
-	else sed -e 's|^pidfile = .*|pidfile = /run/preforkd.pid|' conf/preforkd.conf > $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf; \
+	else sed -e 's|^pidfile = .*|pidfile = /run/preforkd/preforkd.pid|' \
+	         -e 's|^root = .*|root = $(DATADIR)/preforkd/www|' \
+	         conf/preforkd.conf > $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf; \
 	    chmod 644 $(DESTDIR)$(SYSCONFDIR)/preforkd/preforkd.conf; fi
 
 clean:

@@ -20,10 +20,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "access_log.h"
+#include "http_cache.h"
 #include "http_path.h"
 #include "http_status.h"
 #include "log.h"
@@ -53,6 +55,7 @@ struct http_conn {
     enum conn_state state;
     bool close_after;               /* close once the response is written */
     unsigned long long discard;     /* body bytes still to drop */
+    struct http_file *file;         /* being sent: referenced until written */
     ev_timer header_timer;
     char peer[INET6_ADDRSTRLEN];
 };
@@ -64,6 +67,7 @@ struct http_server {
     struct scoreboard *sb;
     int root_fd;
     struct mime_types *mime;
+    struct http_cache *cache;
     struct access_log alog;
     bool draining;
     struct http_conn *conns;
@@ -263,10 +267,19 @@ static size_t head_start(struct http_conn *cn, const struct request *r, int stat
     return at;
 }
 
+static void conn_release_file(struct http_conn *cn)
+{
+    if (cn->file != NULL) {
+        http_file_release(cn->h->cache, cn->file);
+        cn->file = NULL;
+    }
+}
+
 static void response_written_cb(struct pf_iostream *s)
 {
     struct http_conn *cn = pf_iostream_data(s);
 
+    conn_release_file(cn);
     conn_next_request(cn);
 }
 
@@ -326,13 +339,6 @@ static void respond_status_page(struct http_conn *cn, const struct request *r)
 }
 
 /* ---- conditional and range requests ---- */
-
-/* "mtime-size" in hex, quoted: nginx's ETag, so caches see the same tags. */
-static int format_etag(const struct stat *st, char *out, size_t len)
-{
-    return snprintf(out, len, "\"%llx-%llx\"", (unsigned long long)st->st_mtime,
-                    (unsigned long long)st->st_size);
-}
 
 static bool etag_listed(const struct header_value *inm, const char *etag)
 {
@@ -419,52 +425,54 @@ static int errno_to_status(int err)
     }
 }
 
-static void respond_file(struct http_conn *cn, const struct request *r, int fd,
-                         const struct stat *st, const char *name)
+/* A file from the cache: the head, then the body from memory (one writev)
+ * or by sendfile; f stays referenced by cn until the send is done. */
+static void respond_file(struct http_conn *cn, const struct request *r, struct http_file *f)
 {
-    char head[HTTP_RESPONSE_HEAD_MAX], etag[48], lastmod[40], extra[96];
-    off_t first = 0, last = st->st_size - 1;
+    char head[HTTP_RESPONSE_HEAD_MAX], extra[96];
+    off_t size = f->st.st_size, first = 0, last = size - 1;
     enum range_result rr = RANGE_NONE;
     int status = 200;
     struct response rs;
     size_t at;
 
-    format_etag(st, etag, sizeof(etag));
-    if (r->inm.len > 0 ? etag_listed(&r->inm, etag) : not_modified_since(&r->ims, st->st_mtime))
+    if (r->inm.len > 0 ? etag_listed(&r->inm, f->etag) : not_modified_since(&r->ims, f->st.st_mtime))
         status = 304;
     else if (r->range.len > 0 &&
-             (r->if_range.len == 0 || (r->if_range.len == strlen(etag) &&
-                                       memcmp(r->if_range.v, etag, r->if_range.len) == 0)))
-        rr = parse_range(&r->range, st->st_size, &first, &last);
+             (r->if_range.len == 0 || (r->if_range.len == strlen(f->etag) &&
+                                       memcmp(r->if_range.v, f->etag, r->if_range.len) == 0)))
+        rr = parse_range(&r->range, size, &first, &last);
     if (rr == RANGE_UNSATISFIABLE) {
-        close(fd);
-        snprintf(extra, sizeof(extra), "Content-Range: bytes */%lld\r\n", (long long)st->st_size);
+        http_file_release(cn->h->cache, f);
+        snprintf(extra, sizeof(extra), "Content-Range: bytes */%lld\r\n", (long long)size);
         respond_error(cn, r, 416, false, extra);
         return;
     }
     if (rr == RANGE_OK)
         status = 206;
-    format_http_date(st->st_mtime, lastmod, sizeof(lastmod));
     at = head_start(cn, r, status, head, sizeof(head));
-    head_add(head, &at, sizeof(head), "Last-Modified: %s\r\nETag: %s\r\n", lastmod, etag);
+    head_add(head, &at, sizeof(head), "Last-Modified: %s\r\nETag: %s\r\n", f->last_modified,
+             f->etag);
     if (status != 304) {
         head_add(head, &at, sizeof(head), "Content-Type: %s\r\nContent-Length: %lld\r\n"
-                 "Accept-Ranges: bytes\r\n", mime_type(cn->h->mime, name),
-                 (long long)(st->st_size ? last - first + 1 : 0));
+                 "Accept-Ranges: bytes\r\n", f->type, (long long)(size ? last - first + 1 : 0));
         if (status == 206)
             head_add(head, &at, sizeof(head), "Content-Range: bytes %lld-%lld/%lld\r\n",
-                     (long long)first, (long long)last, (long long)st->st_size);
+                     (long long)first, (long long)last, (long long)size);
     }
     head_add(head, &at, sizeof(head), "\r\n");
     rs = (struct response){ .status = status, .head = at };
-    if (status != 304 && r->p.method == HTTP_GET && st->st_size > 0)
+    if (status != 304 && r->p.method == HTTP_GET && size > 0)
         rs.body = (unsigned long long)(last - first + 1);
     count_and_log(cn, r, &rs);
     cn->state = CONN_RESPOND;
-    if (rs.body > 0) {
-        pf_iostream_sendfile(cn->s, head, at, fd, first, rs.body, response_written_cb);
+    cn->file = f;
+    if (rs.body > 0 && f->body != NULL) {
+        struct iovec iov[2] = { { head, at }, { (char *)f->body + first, rs.body } };
+        pf_iostream_writev(cn->s, iov, 2, response_written_cb);
+    } else if (rs.body > 0) {
+        pf_iostream_sendfile(cn->s, head, at, f->fd, first, rs.body, response_written_cb);
     } else {
-        close(fd);
         pf_iostream_write(cn->s, head, at, response_written_cb);
     }
 }
@@ -474,52 +482,29 @@ static void serve_path(struct http_conn *cn, const struct request *r, const char
 {
     struct http_server *h = cn->h;
     char rel[HTTP_PATH_MAX + 1], extra[HTTP_REQUEST_LINE_MAX + 32];
+    struct http_file *f;
     bool slash;
-    struct stat st;
-    int fd, rc;
+    int rc;
 
     rc = http_path_normalize(path, path_len, rel, sizeof(rel), &slash);
     if (rc < 0) {
         respond_error(cn, r, rc == -ENAMETOOLONG ? 414 : 400, true, "");
         return;
     }
-    fd = http_open_beneath(h->root_fd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd >= 0 && fstat(fd, &st) < 0) {
-        close(fd);
-        fd = -errno;
-    }
-    if (fd >= 0 && S_ISDIR(st.st_mode)) {
-        size_t n = strlen(rel);
-
-        close(fd);
-        if (!slash) {
-            /* As nginx: a directory is named with its slash. */
-            snprintf(extra, sizeof(extra), "Location: %.*s/\r\n", (int)path_len, path);
-            respond_error(cn, r, 301, false, extra);
-            return;
-        }
-        if (n + 1 + strlen(h->c->http_index) >= sizeof(rel)) {
-            respond_error(cn, r, 414, false, "");
-            return;
-        }
-        snprintf(rel + n, sizeof(rel) - n, "%s%s", n ? "/" : "", h->c->http_index);
-        fd = http_open_beneath(h->root_fd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        if (fd >= 0 && fstat(fd, &st) < 0) {
-            close(fd);
-            fd = -errno;
-        }
-    }
-    if (fd >= 0 && !S_ISREG(st.st_mode)) {
-        close(fd);
-        fd = -ENOENT;
-    }
-    if (fd < 0) {
-        if (errno_to_status(fd) == 500)
-            log_msg(LOG_ERR, fd, "opening %s under %s", rel, h->c->http_root);
-        respond_error(cn, r, errno_to_status(fd), false, "");
+    rc = http_cache_get(h->cache, ev_now(h->loop), rel, slash, &f);
+    if (rc == HTTP_CACHE_IS_DIR) {
+        /* As nginx: a directory is named with its slash. */
+        snprintf(extra, sizeof(extra), "Location: %.*s/\r\n", (int)path_len, path);
+        respond_error(cn, r, 301, false, extra);
         return;
     }
-    respond_file(cn, r, fd, &st, rel);
+    if (rc < 0) {
+        if (errno_to_status(rc) == 500)
+            log_msg(LOG_ERR, rc, "opening %s under %s", rel, h->c->http_root);
+        respond_error(cn, r, errno_to_status(rc), false, "");
+        return;
+    }
+    respond_file(cn, r, f);
 }
 
 /* ---- requests ---- */
@@ -665,6 +650,7 @@ static void conn_close_cb(struct pf_iostream *s, int reason)
     if (reason < 0 && reason != -ETIMEDOUT && reason != -ECONNRESET)
         log_msg(LOG_DEBUG, reason, "%s: connection closed", cn->peer);
     ev_timer_stop(h->loop, &cn->header_timer);
+    conn_release_file(cn);
     if (cn->prev != NULL)
         cn->prev->next = cn->next;
     else
@@ -766,6 +752,11 @@ struct http_server *http_server_new(struct ev_loop *loop, const struct config *c
         snprintf(errmsg, len, "%s: %s", MIME_TYPES_PATH, strerror(-err));
         goto fail;
     }
+    h->cache = http_cache_new(h->root_fd, c->http_index, h->mime);
+    if (h->cache == NULL) {
+        snprintf(errmsg, len, "%s", strerror(ENOMEM));
+        goto fail;
+    }
     if (c->http_access_log != NULL) {
         err = access_log_open(&h->alog, c->http_access_log);
         if (err < 0) {
@@ -789,6 +780,7 @@ void http_server_free(struct http_server *h)
         free(h->pool);
         h->pool = next;
     }
+    http_cache_free(h->cache);
     if (h->root_fd >= 0)
         close(h->root_fd);
     if (h->mime != NULL)

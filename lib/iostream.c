@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 enum read_mode { READ_NONE, READ_UNTIL, READ_BYTES, READ_UNTIL_CLOSE, READ_PEEK };
@@ -50,7 +51,7 @@ struct pf_iostream {
 
     char *wbuf;                 /* unsent bytes: wbuf[wstart, wstart + wlen) */
     size_t wcap, wstart, wlen;
-    int file_fd;                /* pf_iostream_sendfile's, after wbuf; -1: none */
+    int file_fd;                /* pf_iostream_sendfile's (borrowed), after wbuf; -1: none */
     off_t file_off;
     size_t file_left;
     unsigned long long wqueued, wsent;
@@ -87,11 +88,14 @@ static void touch(struct pf_iostream *s)
     s->last_activity = ev_now(s->loop);
 }
 
+/* Starts watching for input when a read waits. It stops only at EOF or
+ * close, or lazily in rio_cb when input comes with no read waiting: a
+ * request/response connection thus costs no epoll_ctl pair per request. */
 static void update_read_watcher(struct pf_iostream *s)
 {
     if (!s->closed && !s->eof && s->rmode != READ_NONE)
         ev_io_start(s->loop, &s->rio);
-    else
+    else if (s->closed || s->eof)
         ev_io_stop(s->loop, &s->rio);
 }
 
@@ -241,6 +245,11 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)loop;
     (void)revents;
+    if (s->rmode == READ_NONE) {
+        /* Nobody asked: leave the bytes in the kernel (backpressure). */
+        ev_io_stop(s->loop, &s->rio);
+        return;
+    }
     if (s->rlen == 0) {
         char stack[PF_IOSTREAM_READ_CHUNK];
 
@@ -391,8 +400,6 @@ static void fire_write_callbacks(struct pf_iostream *s)
 
 static void drop_file(struct pf_iostream *s)
 {
-    if (s->file_fd >= 0)
-        close(s->file_fd);
     s->file_fd = -1;
     s->file_left = 0;
 }
@@ -497,18 +504,44 @@ static int push_write_done(struct pf_iostream *s, pf_write_cb cb)
     return 0;
 }
 
-int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
-                      pf_write_cb cb)
+/* Sends what the socket takes of iov at once; returns bytes sent, 0 if the
+ * socket is full, or -errno. */
+static ssize_t sendv_some(struct pf_iostream *s, const struct iovec *iov, int iovcnt)
 {
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    ssize_t n;
+
+    if (iovcnt == 1)
+        return send_some(s, iov[0].iov_base, iov[0].iov_len, 0);
+    for (;;) {
+        n = s->not_socket ? writev(s->fd, iov, iovcnt) : sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == ENOTSOCK && !s->not_socket) {
+            s->not_socket = true;
+            continue;
+        }
+        return errno == EAGAIN ? 0 : -errno;
+    }
+}
+
+int pf_iostream_writev(struct pf_iostream *s, const struct iovec *iov, int iovcnt,
+                       pf_write_cb cb)
+{
+    size_t len = 0, skip = 0;
     ssize_t sent = 0;
     int err;
 
     assert(s->file_fd < 0 && "no write may follow a pending sendfile");
     if (s->closed)
         return -EPIPE;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
     /* Nothing queued: try the socket first, and copy only what it refused. */
     if (s->wlen == 0 && len > 0) {
-        sent = send_some(s, buf, len, 0);
+        sent = sendv_some(s, iov, iovcnt);
         if (sent < 0) {
             stream_close(s, (int)sent);
             return (int)sent;
@@ -518,14 +551,21 @@ int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
             s->wsent += (unsigned long long)sent;
         }
     }
-    if ((size_t)sent < len) {
-        err = queue_bytes(s, (const char *)buf + sent, len - (size_t)sent);
+    skip = (size_t)sent;
+    for (int i = 0; i < iovcnt && (size_t)sent < len; i++) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        err = queue_bytes(s, (const char *)iov[i].iov_base + skip, iov[i].iov_len - skip);
+        skip = 0;
         if (err < 0) {
             stream_close(s, err);
             return err;
         }
-        ev_io_start(s->loop, &s->wio);
     }
+    if ((size_t)sent < len)
+        ev_io_start(s->loop, &s->wio);
     s->wqueued += len;
     if (cb != NULL) {
         err = push_write_done(s, cb);
@@ -540,6 +580,14 @@ int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
     return 0;
 }
 
+int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
+                      pf_write_cb cb)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+    return pf_iostream_writev(s, &iov, 1, cb);
+}
+
 int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_len,
                          int fd, off_t offset, size_t len, pf_write_cb cb)
 {
@@ -547,14 +595,11 @@ int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_le
     int err;
 
     assert(s->file_fd < 0 && "one sendfile at a time");
-    if (s->closed) {
-        close(fd);
+    if (s->closed)
         return -EPIPE;
-    }
     if (s->wlen == 0 && head_len > 0) {
         sent = send_some(s, head, head_len, len > 0 ? MSG_MORE : 0);
         if (sent < 0) {
-            close(fd);
             stream_close(s, (int)sent);
             return (int)sent;
         }
@@ -564,7 +609,6 @@ int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_le
     if ((size_t)sent < head_len) {
         err = queue_bytes(s, (const char *)head + sent, head_len - (size_t)sent);
         if (err < 0) {
-            close(fd);
             stream_close(s, err);
             return err;
         }

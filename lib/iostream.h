@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <ev.h>
 
 /* Tornado's default max_buffer_size: 100 MiB. */
@@ -83,15 +84,19 @@ int pf_iostream_read_peek(struct pf_iostream *s, pf_read_cb cb);
  */
 int pf_iostream_write(struct pf_iostream *s, const void *buf, size_t len,
                       pf_write_cb cb);
+/* The same for several buffers, sent with one sendmsg(2) when the queue is
+ * empty (e.g. a response head and a small body). */
+int pf_iostream_writev(struct pf_iostream *s, const struct iovec *iov, int iovcnt,
+                       pf_write_cb cb);
 
 /*
  * Queue head_len bytes of head (copied as needed), then len bytes of file fd
  * from offset, sent with sendfile(2); with the head sent as MSG_MORE, both
- * usually leave in one packet. The stream owns fd from now on and closes it
- * once sent, or when the stream closes. cb as for pf_iostream_write. Until
- * cb would fire, no other write or sendfile may be queued (a caller bug).
- * Returns 0, or -errno (fd is then closed; so is the stream for -EPIPE's
- * cousins, as with pf_iostream_write).
+ * usually leave in one packet. fd is borrowed: keep it open until cb runs
+ * or the stream's close callback does (a file cache may share one fd among
+ * many streams). cb as for pf_iostream_write. Until cb would fire, no other
+ * write or sendfile may be queued (a caller bug). Returns 0 or -errno (the
+ * stream is closed then, as with pf_iostream_write).
  */
 int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_len,
                          int fd, off_t offset, size_t len, pf_write_cb cb);

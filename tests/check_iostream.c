@@ -991,8 +991,8 @@ START_TEST(test_read_peek_fires_on_first_byte_and_consumes_nothing)
 }
 END_TEST
 
-/* sendfile: the head, then the file range, in order; the stream closes the
- * file once sent; the callback fires once, from the loop. */
+/* sendfile: the head, then the file range, in order; the file stays the
+ * caller's; the callback fires once, from the loop. */
 static void check_sendfile(bool tcp, size_t file_len, off_t off, size_t len)
 {
     char path[] = "/tmp/check_iostream_sf.XXXXXX";
@@ -1015,20 +1015,48 @@ static void check_sendfile(bool tcp, size_t file_len, off_t off, size_t len)
     ck_assert(memcmp(got + 5, data + off, len) == 0);
     ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
     ck_assert_int_eq(c.reentered, 0);
-    ck_assert_int_eq(tu_fd_count(), before - 1);    /* the file is closed */
+    ck_assert_int_eq(tu_fd_count(), before);    /* the file is borrowed, still ours */
+    ck_assert_int_eq(close(fd), 0);
     ctx_done(&c);
     free(data);
     free(got);
 }
 
-START_TEST(test_sendfile_sends_head_then_file_range_and_closes_file)
+START_TEST(test_writev_sends_buffers_in_order_even_when_queued)
+{
+    static unsigned char big[4 << 20];
+    static unsigned char got[(4 << 20) + 10];
+    struct iovec iov[3] = {
+        { .iov_base = "head:", .iov_len = 5 },
+        { .iov_base = big, .iov_len = sizeof(big) },
+        { .iov_base = ":tail", .iov_len = 5 },
+    };
+    struct ctx c;
+
+    fill_pattern(big, 0, sizeof(big));
+    ctx_init(&c, NULL, true);
+    c.in_call = true;
+    ck_assert_int_eq(pf_iostream_writev(c.s, iov, 3, write_cb), 0);
+    c.in_call = false;
+    /* 4 MiB is more than the socket takes: the rest was copied and queued. */
+    ck_assert_uint_eq(read_peer_while_running(&c, got, sizeof(got), WAIT_SEC), sizeof(got));
+    ck_assert(memcmp(got, "head:", 5) == 0);
+    ck_assert(memcmp(got + 5, big, sizeof(big)) == 0);
+    ck_assert(memcmp(got + 5 + sizeof(big), ":tail", 5) == 0);
+    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    ck_assert_int_eq(c.reentered, 0);
+    ctx_done(&c);
+}
+END_TEST
+
+START_TEST(test_sendfile_sends_head_then_file_range_and_borrows_file)
 {
     check_sendfile(false, 1000, 100, 500);
     check_sendfile(true, 4 << 20, 1, (4 << 20) - 1);    /* more than a socket takes at once */
 }
 END_TEST
 
-START_TEST(test_sendfile_file_is_closed_when_stream_closes_first)
+START_TEST(test_sendfile_stream_closing_first_leaves_file_open)
 {
     char path[] = "/tmp/check_iostream_sf.XXXXXX";
     int fd = mkstemp(path), before;
@@ -1043,8 +1071,10 @@ START_TEST(test_sendfile_file_is_closed_when_stream_closes_first)
     ck_assert_int_eq(pf_iostream_sendfile(c.s, "H", 1, fd, 0, sizeof(big), write_cb), 0);
     t_close(&c);
     ck_assert(run_until_closed(&c, WAIT_SEC));
-    /* The stream's fd and the file are both gone. */
-    ck_assert_int_eq(tu_fd_count(), before - 2);
+    /* The stream's fd is gone; the file is still the caller's. */
+    ck_assert_int_eq(tu_fd_count(), before - 1);
+    ck_assert_int_ge(fcntl(fd, F_GETFD), 0);     /* still open */
+    ck_assert_int_eq(close(fd), 0);
     ck_assert_int_eq(c.nwrites, 0);
     ctx_done(&c);
 }
@@ -1590,8 +1620,9 @@ static Suite *iostream_suite(void)
     tcase_add_loop_test(tc, test_large_write_to_slow_reader_calls_back_after_all_bytes_sent, 0, 2);
     tcase_add_test(tc, test_write_cbs_fire_in_order_each_after_its_own_bytes);
     tcase_add_test(tc, test_read_peek_fires_on_first_byte_and_consumes_nothing);
-    tcase_add_test(tc, test_sendfile_sends_head_then_file_range_and_closes_file);
-    tcase_add_test(tc, test_sendfile_file_is_closed_when_stream_closes_first);
+    tcase_add_test(tc, test_writev_sends_buffers_in_order_even_when_queued);
+    tcase_add_test(tc, test_sendfile_sends_head_then_file_range_and_borrows_file);
+    tcase_add_test(tc, test_sendfile_stream_closing_first_leaves_file_open);
     tcase_add_loop_test(tc, test_write_to_closed_peer_closes_stream_without_sigpipe, 0, 2);
     suite_add_tcase(s, tc);
 

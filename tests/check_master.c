@@ -367,15 +367,21 @@ static void daemon_launch(struct daemon *d)
     record_pgid(d->pgid);
 }
 
-/* The last LOG_TAIL_MAX bytes of the daemon's log, from a line start. */
-static const char *log_tail(const char *path)
+/* The whole of a log (up to OUTPUT_MAX), in a buffer the next call reuses. */
+static const char *read_log(const char *path)
 {
     static char buf[OUTPUT_MAX];
-    size_t len;
-    const char *p;
 
     tu_read_file(path, buf, sizeof(buf));
-    len = strlen(buf);
+    return buf;
+}
+
+/* The last LOG_TAIL_MAX bytes of a log, from a line start. */
+static const char *log_tail(const char *path)
+{
+    const char *buf = read_log(path), *p;
+    size_t len = strlen(buf);
+
     if (len <= LOG_TAIL_MAX)
         return buf;
     p = strchr(buf + len - LOG_TAIL_MAX, '\n');
@@ -390,9 +396,8 @@ static const char *daemon_log_tail(const struct daemon *d)
 /* The daemon's log from byte offset on (what it logged after offset). */
 static const char *daemon_log_since(const struct daemon *d, size_t offset)
 {
-    static char buf[OUTPUT_MAX];
+    const char *buf = read_log(d->log);
 
-    tu_read_file(d->log, buf, sizeof(buf));
     return strlen(buf) >= offset ? buf + offset : "";
 }
 
@@ -794,7 +799,7 @@ static void teardown(void)
     /* Workers that exited on SIGTERM had the last word (LeakSanitizer). */
     for (int i = 0; i < MAX_DAEMONS; i++)
         if (daemons[i].log[0] != '\0')
-            tu_assert_no_sanitizer_report(daemon_log_tail(&daemons[i]));
+            tu_assert_no_sanitizer_report(read_log(daemons[i].log));
 }
 
 /* ---- titles ---- */
