@@ -35,6 +35,10 @@
 #define HTTP_SERVER_HEADER "Server: preforkd/" PF_VERSION "\r\n"
 /* Room for the head of any response we build. */
 #define HTTP_RESPONSE_HEAD_MAX 2048
+/* While draining, a kept-alive connection idle this long is closed: one
+ * that is about to send has sent by then (and gets Connection: close). */
+#define HTTP_DRAIN_IDLE_SEC 1.0
+#define HTTP_DRAIN_CHECK_SEC 0.25
 /* Connection structs kept for reuse instead of freed. */
 #define HTTP_CONN_POOL_MAX 1024
 /* Request header values we look at are never longer than this. */
@@ -56,6 +60,7 @@ struct http_conn {
     bool close_after;               /* close once the response is written */
     unsigned long long discard;     /* body bytes still to drop */
     struct http_file *file;         /* being sent: referenced until written */
+    double idle_since;              /* CONN_IDLE: when it became idle */
     ev_timer header_timer;
     char peer[INET6_ADDRSTRLEN];
 };
@@ -70,6 +75,7 @@ struct http_server {
     struct http_cache *cache;
     struct access_log alog;
     bool draining;
+    ev_timer drain_timer;
     struct http_conn *conns;
     struct http_conn *pool;
     int npool;
@@ -625,7 +631,7 @@ static void discard_read_cb(struct pf_iostream *s, const char *buf, size_t len, 
 
 static void conn_next_request(struct http_conn *cn)
 {
-    if (cn->close_after || cn->h->draining) {
+    if (cn->close_after) {
         pf_iostream_close(cn->s);
         return;
     }
@@ -637,6 +643,7 @@ static void conn_next_request(struct http_conn *cn)
         return;
     }
     cn->state = CONN_IDLE;
+    cn->idle_since = ev_now(cn->h->loop);
     pf_iostream_read_peek(cn->s, idle_peek_cb);
 }
 
@@ -711,13 +718,31 @@ void http_handle_stream(struct pf_tcp_server *srv, struct pf_iostream *s,
     head_start_reading(cn);
 }
 
+/* Closing a kept-alive connection races a request the client may be
+ * sending on it (nginx closes them at once on reload, and clients see
+ * resets). A connection idle for HTTP_DRAIN_IDLE_SEC is safe to close; one
+ * that sends gets its answer with Connection: close. */
+static void drain_check_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct http_server *h = t->data;
+    struct http_conn *next;
+
+    (void)revents;
+    for (struct http_conn *cn = h->conns; cn != NULL; cn = next) {
+        next = cn->next;        /* close unlinks only from the loop, but be safe */
+        if (cn->state == CONN_IDLE && ev_now(loop) - cn->idle_since >= HTTP_DRAIN_IDLE_SEC)
+            pf_iostream_close(cn->s);
+    }
+}
+
 void http_server_drain(struct http_server *h)
 {
+    if (h->draining)
+        return;
     h->draining = true;
-    /* Idle keep-alive connections have nothing in flight: close them now. */
-    for (struct http_conn *cn = h->conns; cn != NULL; cn = cn->next)
-        if (cn->state == CONN_IDLE)
-            pf_iostream_close(cn->s);
+    ev_timer_init(&h->drain_timer, drain_check_cb, 0., HTTP_DRAIN_CHECK_SEC);
+    h->drain_timer.data = h;
+    ev_timer_again(h->loop, &h->drain_timer);
 }
 
 int http_server_reopen_logs(struct http_server *h)
@@ -780,6 +805,8 @@ void http_server_free(struct http_server *h)
         free(h->pool);
         h->pool = next;
     }
+    if (h->draining)
+        ev_timer_stop(h->loop, &h->drain_timer);
     http_cache_free(h->cache);
     if (h->root_fd >= 0)
         close(h->root_fd);
