@@ -37,14 +37,15 @@ BSD_LIBS     = $(shell pkg-config --libs libbsd 2>/dev/null || echo -lbsd)
 # libhttp-parser ships no .pc file either.
 HTTP_PARSER_LIBS = -lhttp_parser
 EV_LIBS      = -lev -lm
-DAEMON_LIBS  = $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS)
+SSL_LIBS     = $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+DAEMON_LIBS  = $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(SSL_LIBS) $(EV_LIBS)
 
-LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c
+LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c lib/tls.c
 DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/master.c \
                daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c \
                daemon/http.c daemon/http_path.c daemon/http_status.c daemon/mime.c daemon/access_log.c \
-               daemon/systemd.c daemon/http_cache.c
-TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd
+               daemon/systemd.c daemon/http_cache.c daemon/tls_config.c
+TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd check_install
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c
 # daemon/ objects the config suite links against (everything but main.c).
@@ -78,7 +79,7 @@ $(O)/daemon.a: $(DAEMON_LIB_OBJS)
 	$(AR) rcs $@ $^
 
 $(O)/tests/%: $(O)/tests/%.o $(TEST_UTIL_OBJS) $(O)/daemon.a $(O)/libprefork.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(DAEMON_LIBS)
 
 tests: $(TEST_BINS) $(O)/preforkd
 
@@ -100,7 +101,8 @@ VERSION := $(shell sed -n 's/^\#define PF_VERSION "\(.*\)"/\1/p' lib/prefork.h)
 SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
             -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
             -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
-LIB_HEADERS := lib/prefork.h lib/netutil.h lib/iostream.h lib/process.h lib/tcpserver.h
+# prefork.h and one public header per module.
+LIB_HEADERS := lib/prefork.h $(LIB_SRCS:.c=.h)
 
 # The installed daemon's default -c is this install's SYSCONFDIR, which need
 # not be the one $(O)/preforkd was built with (`make`, then `make install
@@ -155,6 +157,7 @@ deps:
 	pkg-config --exists inih 2>/dev/null || missing="$$missing libinih-dev"; \
 	pkg-config --exists check 2>/dev/null || missing="$$missing check"; \
 	pkg-config --exists libbsd 2>/dev/null || missing="$$missing libbsd-dev"; \
+	pkg-config --exists openssl 2>/dev/null || missing="$$missing libssl-dev"; \
 	printf '#include <http_parser.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing libhttp-parser-dev"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \

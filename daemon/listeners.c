@@ -201,12 +201,16 @@ static int listeners_flatten(struct listeners *ls)
     for (size_t i = 0; i < ls->n; i++)
         n += (size_t)ls->v[i].nfds;
     ls->flat = malloc((n ? n : 1) * sizeof(int));
-    if (ls->flat == NULL)
+    ls->flat_ssl = malloc((n ? n : 1) * sizeof(bool));
+    if (ls->flat == NULL || ls->flat_ssl == NULL)
         return -ENOMEM;
     ls->nflat = 0;
-    for (size_t i = 0; i < ls->n; i++)
-        for (int j = 0; j < ls->v[i].nfds; j++)
+    for (size_t i = 0; i < ls->n; i++) {
+        for (int j = 0; j < ls->v[i].nfds; j++) {
+            ls->flat_ssl[ls->nflat] = ls->v[i].ssl;
             ls->flat[ls->nflat++] = ls->v[i].fds[j];
+        }
+    }
     return 0;
 }
 
@@ -223,6 +227,7 @@ static void listeners_free_except(struct listeners *ls, const struct listeners *
     }
     free(ls->v);
     free(ls->flat);
+    free(ls->flat_ssl);
     memset(ls, 0, sizeof(*ls));
 }
 
@@ -295,8 +300,10 @@ void listeners_close(struct listeners *ls)
     listeners_free_except(ls, NULL);
 }
 
-const int *listeners_fds(const struct listeners *ls, size_t *n)
+const int *listeners_fds(const struct listeners *ls, const bool **ssl, size_t *n)
 {
     *n = ls->nflat;
+    if (ssl != NULL)
+        *ssl = ls->flat_ssl;
     return ls->flat;
 }

@@ -22,6 +22,7 @@ struct listeners {
     struct listener *v;
     size_t n;
     int *flat;                  /* every fd of every listener, for the workers */
+    bool *flat_ssl;             /* flat_ssl[i]: flat[i] is an `ssl` listener */
     size_t nflat;
 };
 
@@ -40,6 +41,7 @@ void listeners_discard_new(struct listeners *nls, const struct listeners *old);
 void listeners_replace(struct listeners *old, struct listeners *nls);
 /* Closes every listener (removing unix socket files) and frees ls. */
 void listeners_close(struct listeners *ls);
-const int *listeners_fds(const struct listeners *ls, size_t *n);
+/* Every listening fd, and whether each speaks TLS (ssl may be NULL). */
+const int *listeners_fds(const struct listeners *ls, const bool **ssl, size_t *n);
 
 #endif

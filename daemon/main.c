@@ -21,6 +21,9 @@
 #include "master.h"
 #include "pidfile.h"
 #include "systemd.h"
+#include "tls_config.h"
+
+#include <openssl/ssl.h>
 #include "prefork.h"
 
 #ifndef PF_SYSCONFDIR
@@ -117,6 +120,26 @@ static int daemonize(void)
     return fds[1];
 }
 
+/* -t goes as far as the start would: certificate and key load, match, and
+ * have not expired (a warning when they soon will). */
+static int test_tls(const struct config *c, const char *path)
+{
+    char err[512], warning[512];
+    struct ssl_ctx_st *ctx;
+
+    if (!tls_config_needed(c))
+        return 0;
+    ctx = tls_config_ctx_new(c, err, sizeof(err), warning, sizeof(warning));
+    if (ctx == NULL) {
+        fprintf(stderr, "preforkd: %s\npreforkd: configuration file %s test failed\n", err, path);
+        return 1;
+    }
+    if (warning[0] != '\0')
+        fprintf(stderr, "preforkd: warning: %s\n", warning);
+    SSL_CTX_free(ctx);
+    return 0;
+}
+
 static void build_title(char *title, int argc, char **argv)
 {
     size_t len = 0;
@@ -172,8 +195,10 @@ int main(int argc, char **argv)
         int rc = 0;
 
         if (test_only)
+            rc = test_tls(c, path);
+        if (test_only && rc == 0)
             printf("preforkd: configuration file %s test is successful\n", path);
-        else
+        else if (!test_only)
             rc = send_control_signal(c, signame);
         config_free(c);
         free(c);

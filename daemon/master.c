@@ -27,6 +27,9 @@
 #include "prefork.h"
 #include "scoreboard.h"
 #include "systemd.h"
+#include "tls_config.h"
+
+#include <openssl/ssl.h>
 #include "worker.h"
 
 /* Backoff for a worker that dies soon after it started: from the first
@@ -70,6 +73,7 @@ struct master {
     struct ev_loop *loop;
     const struct master_options *opt;
     struct config *cfg;
+    struct ssl_ctx_st *tls;     /* for `ssl` listeners; rebuilt on HUP */
     struct listeners ls;
     struct scoreboard *sb;
     struct proc procs[SCOREBOARD_SLOTS];
@@ -354,11 +358,13 @@ static void master_spawn(struct master *m, int task_id)
     if (pid == 0) {
         size_t nfds;
         const int *fds;
+        const bool *ssl;
         struct worker_args a;
 
         master_forget(m);
-        fds = listeners_fds(&m->ls, &nfds);
-        a = (struct worker_args){ .config = m->cfg, .fds = fds, .nfds = nfds, .sb = m->sb,
+        fds = listeners_fds(&m->ls, &ssl, &nfds);
+        a = (struct worker_args){ .config = m->cfg, .fds = fds, .fd_ssl = ssl, .nfds = nfds,
+                                  .tls = m->tls, .sb = m->sb,
                                   .slot = slot, .task_id = task_id, .generation = m->generation,
                                   .ready_fd = m->ready_pipe[1], .master_pid = getppid() };
         exit(worker_main(&a));
@@ -432,6 +438,7 @@ static void master_reload_failed(struct master *m, struct config *next, const ch
 static void master_reload(struct master *m)
 {
     struct config *next = calloc(1, sizeof(*next));
+    struct ssl_ctx_st *tls = NULL;
     struct listeners nls;
     char err[512];
     int rc;
@@ -448,16 +455,32 @@ static void master_reload(struct master *m)
         master_reload_failed(m, next, err);
         return;
     }
+    if (tls_config_needed(next)) {
+        char warning[512];
+
+        /* New certificate, new ticket keys; the old generation keeps its own. */
+        tls = tls_config_ctx_new(next, err, sizeof(err), warning, sizeof(warning));
+        if (tls == NULL) {
+            master_reload_failed(m, next, err);
+            return;
+        }
+        if (warning[0] != '\0')
+            log_msg(LOG_WARNING, 0, "%s", warning);
+    }
     rc = listeners_rebind(&m->ls, next, NULL, &nls);
     if (rc < 0) {
+        SSL_CTX_free(tls);
         master_reload_failed(m, next, "a listen could not be bound");
         return;
     }
     if (!m->opt->foreground && log_open(next->log, next->log_level, err, sizeof(err)) < 0) {
         listeners_discard_new(&nls, &m->ls);
+        SSL_CTX_free(tls);
         master_reload_failed(m, next, err);
         return;
     }
+    SSL_CTX_free(m->tls);
+    m->tls = tls;
     if (m->opt->foreground)
         log_open("stderr", next->log_level, err, sizeof(err));
     /* Committed: old listeners that the new config dropped close now (the
@@ -669,6 +692,7 @@ static void master_free(struct master *m)
     }
     scoreboard_destroy(m->sb);
     sd_notifier_close(&m->sd);
+    SSL_CTX_free(m->tls);
     free(m->tasks);
     free(m->deaths);
     config_free(m->cfg);
@@ -678,7 +702,7 @@ static void master_free(struct master *m)
 int master_run(struct config *c, const struct master_options *opt)
 {
     static struct master m;     /* too large for the stack; one per process */
-    char err[512];
+    char err[512], warning[512];
     size_t n;
     int rc = 1;
 
@@ -691,6 +715,15 @@ int master_run(struct config *c, const struct master_options *opt)
             log_msg(LOG_ERR, 0, "%s", err);
             goto out;
         }
+    }
+    if (tls_config_needed(c)) {
+        m.tls = tls_config_ctx_new(c, err, sizeof(err), warning, sizeof(warning));
+        if (m.tls == NULL) {
+            log_msg(LOG_ERR, 0, "%s", err);
+            goto out;
+        }
+        if (warning[0] != '\0')
+            log_msg(LOG_WARNING, 0, "%s", warning);
     }
     sd_notifier_open(&m.sd);
     rc = listeners_bind(&m.ls, c, opt->inherited);

@@ -30,7 +30,7 @@
 struct worker {
     const struct worker_args *a;
     struct ev_loop *loop;
-    struct pf_tcp_server *srv;
+    struct pf_tcp_server *srv[2];   /* [0]: plain listeners, [1]: ssl ones; NULL if none */
     struct http_server *http;       /* handler = http */
     struct scoreboard_slot *slot;
     bool draining;
@@ -39,11 +39,38 @@ struct worker {
     ev_timer drain_deadline;
 };
 
+/* Both servers' counts together. */
+static void worker_stats(const struct worker *w, struct pf_tcp_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int k = 0; k < 2; k++) {
+        struct pf_tcp_server_stats st;
+
+        if (w->srv[k] == NULL)
+            continue;
+        pf_tcp_server_stats(w->srv[k], &st);
+        out->accepted += st.accepted;
+        out->active += st.active;
+    }
+}
+
+/* Stop accepting, and with close_streams also drop every connection. */
+static void worker_stop_servers(struct worker *w, bool close_streams)
+{
+    for (int k = 0; k < 2; k++) {
+        if (w->srv[k] == NULL)
+            continue;
+        pf_tcp_server_stop(w->srv[k]);
+        if (close_streams)
+            pf_tcp_server_close_streams(w->srv[k]);
+    }
+}
+
 static void worker_beat(struct worker *w)
 {
     struct pf_tcp_server_stats st;
 
-    pf_tcp_server_stats(w->srv, &st);
+    worker_stats(w, &st);
     /* The http handler counts as it goes; echo's counts come from here. */
     if (w->http == NULL) {
         SB_STORE(w->slot->c.accepted, st.accepted);
@@ -60,7 +87,7 @@ static void worker_heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     worker_beat(w);
     if (w->draining) {
-        pf_tcp_server_stats(w->srv, &st);
+        worker_stats(w, &st);
         if (st.active == 0)
             ev_break(loop, EVBREAK_ALL);
     }
@@ -71,8 +98,7 @@ static void worker_stop_fast_cb(struct ev_loop *loop, ev_signal *s, int revents)
     struct worker *w = s->data;
 
     (void)revents;
-    pf_tcp_server_stop(w->srv);
-    pf_tcp_server_close_streams(w->srv);
+    worker_stop_servers(w, true);
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -82,10 +108,10 @@ static void worker_drain_deadline_cb(struct ev_loop *loop, ev_timer *t, int reve
     struct pf_tcp_server_stats st;
 
     (void)revents;
-    pf_tcp_server_stats(w->srv, &st);
+    worker_stats(w, &st);
     log_msg(LOG_NOTICE, 0, "graceful_timeout (%u s) reached, closing %u connection%s",
             w->a->config->graceful_timeout_sec, st.active, st.active == 1 ? "" : "s");
-    pf_tcp_server_close_streams(w->srv);
+    worker_stop_servers(w, true);
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -98,7 +124,7 @@ static void worker_quit_cb(struct ev_loop *loop, ev_signal *s, int revents)
     if (w->draining)
         return;
     w->draining = true;
-    pf_tcp_server_stop(w->srv);
+    worker_stop_servers(w, false);
     if (w->http != NULL)
         http_server_drain(w->http);
     SB_STORE(w->slot->state, SLOT_DRAINING);
@@ -195,6 +221,55 @@ static void worker_start_watchers(struct worker *w)
     w->drain_deadline.data = w;
 }
 
+static void worker_free_servers(struct worker *w)
+{
+    for (int k = 0; k < 2; k++) {
+        pf_tcp_server_free(w->srv[k]);
+        w->srv[k] = NULL;
+    }
+}
+
+/* One pf_tcp_server for the plain listeners and one for the `ssl` ones,
+ * the same handler behind both. Returns 0 or -1 (logged). */
+static int worker_start_servers(struct worker *w, const struct pf_tcp_server_options *o)
+{
+    const struct worker_args *a = w->a;
+    pf_handle_stream_cb cb = w->http ? http_handle_stream : worker_handle_stream_cb;
+    int fds[a->nfds ? a->nfds : 1];
+
+    for (int k = 0; k < 2; k++) {
+        size_t n = 0;
+        int err;
+
+        for (size_t i = 0; i < a->nfds; i++)
+            if ((a->fd_ssl != NULL && a->fd_ssl[i]) == (k == 1))
+                fds[n++] = a->fds[i];
+        if (n == 0)
+            continue;
+        w->srv[k] = pf_tcp_server_new(w->loop, cb, o);
+        if (w->srv[k] == NULL) {
+            log_msg(LOG_ERR, -ENOMEM, "creating the tcp server");
+            return -1;
+        }
+        pf_tcp_server_set_data(w->srv[k], w->http);
+        if (k == 1) {
+            struct pf_tls_options tls = { .ctx = a->tls };
+            char why[PF_ERRMSG_SIZE];
+
+            if (pf_tcp_server_set_tls(w->srv[k], &tls, why) < 0) {
+                log_msg(LOG_ERR, 0, "TLS: %s", why);
+                return -1;
+            }
+        }
+        err = pf_tcp_server_add_sockets(w->srv[k], fds, n);
+        if (err < 0) {
+            log_msg(LOG_ERR, err, "accepting on the inherited listeners");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int worker_main(const struct worker_args *a)
 {
     const struct config *c = a->config;
@@ -207,7 +282,6 @@ int worker_main(const struct worker_args *a)
     };
     struct worker w = { .a = a, .loop = ev_default_loop(0), .slot = &a->sb->slots[a->slot] };
     struct worker_ready_msg msg = { .slot = a->slot, .pid = getpid() };
-    int err;
 
     /* No orphans: the master's death ends us, even if it raced the fork. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -238,17 +312,8 @@ int worker_main(const struct worker_args *a)
         http_server_free(w.http);
         return 1;
     }
-    w.srv = pf_tcp_server_new(w.loop, w.http ? http_handle_stream : worker_handle_stream_cb, &o);
-    if (w.srv == NULL) {
-        log_msg(LOG_ERR, -ENOMEM, "creating the tcp server");
-        http_server_free(w.http);
-        return 1;
-    }
-    pf_tcp_server_set_data(w.srv, w.http);
-    err = pf_tcp_server_add_sockets(w.srv, a->fds, a->nfds);
-    if (err < 0) {
-        log_msg(LOG_ERR, err, "accepting on the inherited listeners");
-        pf_tcp_server_free(w.srv);
+    if (worker_start_servers(&w, &o) < 0) {
+        worker_free_servers(&w);
         http_server_free(w.http);
         return 1;
     }
@@ -262,7 +327,7 @@ int worker_main(const struct worker_args *a)
 
     /* Let the close callbacks of the streams closed above run and free. */
     ev_run(w.loop, EVRUN_NOWAIT);
-    pf_tcp_server_free(w.srv);
+    worker_free_servers(&w);
     http_server_free(w.http);
     ev_timer_stop(w.loop, &w.heartbeat);
     ev_timer_stop(w.loop, &w.drain_deadline);

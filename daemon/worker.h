@@ -2,17 +2,22 @@
 #ifndef PREFORKD_WORKER_H
 #define PREFORKD_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include "config.h"
 #include "scoreboard.h"
 
+struct ssl_ctx_st;
+
 /* What the master hands a worker it just forked. */
 struct worker_args {
     const struct config *config;
     const int *fds;             /* listening sockets to accept on */
+    const bool *fd_ssl;         /* fd_ssl[i]: fds[i] speaks TLS, with tls */
     size_t nfds;
+    struct ssl_ctx_st *tls;     /* the master's context; NULL when no listener is ssl */
     struct scoreboard *sb;
     int slot;                   /* ours in sb */
     int task_id;

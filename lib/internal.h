@@ -2,12 +2,19 @@
 #ifndef PF_INTERNAL_H
 #define PF_INTERNAL_H
 
+#include <stdbool.h>
+
 #include "iostream.h"
 
 /* pf_iostream_new for an fd already non-blocking (accept4 made it so):
  * saves two fcntl calls per connection. */
 struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,
                                                  const struct pf_iostream_options *opt);
+/* A TLS stream on an accepted fd (see pf_iostream_new_tls). */
+struct pf_iostream *pf__iostream_new_tls_nonblocking(struct ev_loop *loop, int fd,
+                                                     const struct pf_iostream_options *opt,
+                                                     struct ssl_ctx_st *ctx, bool server,
+                                                     double handshake_timeout_sec);
 /* Runs after the user's close callback, just before the stream is freed:
  * lets the tcp server count open streams. */
 void pf__iostream_set_release(struct pf_iostream *s,

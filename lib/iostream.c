@@ -8,6 +8,7 @@
 #define _GNU_SOURCE     /* memmem */
 #include "iostream.h"
 #include "internal.h"
+#include "tls_internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -67,8 +68,15 @@ struct pf_iostream {
     void *release_arg;
     struct pf__stream_link link;    /* the tcp server's list */
 
+    SSL *ssl;                   /* NULL: a plain stream */
+    bool hs_done;               /* the TLS handshake finished */
+    bool read_wants_write;      /* TLS: the last read waits for writability */
+    bool write_wants_read;      /* TLS: the last write waits for readability */
+    pf_handshake_cb hs_cb;
+
     ev_io rio, wio;
     ev_timer idle;
+    ev_timer hs_timer;          /* TLS: handshake deadline; fed: run hs_cb */
     ev_idle runner;             /* fed, never started: buffered reads */
     ev_idle closer;             /* fed, never started: close callback + free */
 };
@@ -77,6 +85,7 @@ struct pf_iostream {
     ((struct pf_iostream *)((char *)(w) - offsetof(struct pf_iostream, field)))
 
 static void stream_close(struct pf_iostream *s, int reason);
+static void hs_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static bool write_pending(const struct pf_iostream *s)
 {
@@ -231,10 +240,53 @@ static ssize_t read_some(struct pf_iostream *s, char *buf, size_t len)
 {
     ssize_t n;
 
+    if (s->ssl != NULL) {
+        enum pf__tls_want want;
+
+        n = pf__tls_read(s->ssl, buf, len, &want);
+        if (want == PF__TLS_WANT_WRITE) {
+            s->read_wants_write = true;
+            ev_io_start(s->loop, &s->wio);
+        }
+        return n;
+    }
     do
         n = read(s->fd, buf, len);
     while (n < 0 && errno == EINTR);
     return n < 0 ? -errno : n;
+}
+
+/* One step of the TLS handshake, on either readiness. Once done, reads and
+ * writes that waited for it go on, from the loop. */
+static void tls_handshake_step(struct pf_iostream *s)
+{
+    enum pf__tls_want want;
+    int rc = pf__tls_handshake(s->ssl, &want);
+
+    if (rc < 0) {
+        stream_close(s, rc);
+        return;
+    }
+    if (rc == 0) {
+        if (want == PF__TLS_WANT_WRITE)
+            ev_io_start(s->loop, &s->wio);
+        else
+            ev_io_stop(s->loop, &s->wio);
+        ev_io_start(s->loop, &s->rio);
+        return;
+    }
+    s->hs_done = true;
+    ev_timer_stop(s->loop, &s->hs_timer);
+    touch(s);
+    if (s->hs_cb != NULL)
+        ev_feed_event(s->loop, &s->hs_timer, EV_CUSTOM);
+    if (write_pending(s))
+        ev_io_start(s->loop, &s->wio);
+    else
+        ev_io_stop(s->loop, &s->wio);
+    if (s->rmode != READ_NONE)
+        ev_feed_event(s->loop, &s->rio, EV_READ);
+    update_read_watcher(s);
 }
 
 static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -245,6 +297,17 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     (void)loop;
     (void)revents;
+    if (s->ssl != NULL) {
+        if (!s->hs_done) {
+            tls_handshake_step(s);
+            return;
+        }
+        if (s->write_wants_read) {
+            /* The last TLS write waited for this: let the writer go on. */
+            s->write_wants_read = false;
+            ev_feed_event(s->loop, &s->wio, EV_WRITE);
+        }
+    }
     if (s->rmode == READ_NONE) {
         /* Nobody asked: leave the bytes in the kernel (backpressure). */
         ev_io_stop(s->loop, &s->rio);
@@ -292,6 +355,9 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 done:
     if (!s->closed)
         update_read_watcher(s);
+    /* TLS may hold decrypted bytes the socket no longer signals. */
+    if (!s->closed && s->ssl != NULL && s->rmode != READ_NONE && SSL_pending(s->ssl) > 0)
+        ev_feed_event(s->loop, &s->rio, EV_READ);
     return;
 not_read:
     if (n == 0)
@@ -333,6 +399,8 @@ static int start_read(struct pf_iostream *s, enum read_mode mode, pf_read_cb cb)
         ev_feed_event(s->loop, &s->runner, EV_CUSTOM);
     else
         update_read_watcher(s);
+    if (s->ssl != NULL && s->hs_done && s->rlen == 0 && SSL_pending(s->ssl) > 0)
+        ev_feed_event(s->loop, &s->rio, EV_READ);
     return 0;
 }
 
@@ -372,6 +440,18 @@ static ssize_t send_some(struct pf_iostream *s, const char *buf, size_t len, int
 {
     ssize_t n;
 
+    if (s->ssl != NULL) {
+        enum pf__tls_want want;
+
+        if (!s->hs_done)
+            return 0;           /* queued until the handshake is done */
+        n = pf__tls_write(s->ssl, buf, len, &want);
+        if (want == PF__TLS_WANT_READ) {
+            s->write_wants_read = true;
+            ev_io_start(s->loop, &s->rio);
+        }
+        return n;
+    }
     for (;;) {
         /* MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE. */
         n = s->not_socket ? write(s->fd, buf, len)
@@ -406,10 +486,33 @@ static void drop_file(struct pf_iostream *s)
 
 /* Sends what the kernel takes of the queued file. Returns 0, or -errno
  * after closing the stream. */
+/* sendfile(2) cannot encrypt: read a chunk and write it through TLS. What
+ * TLS did not take is read again next time (it is the same bytes). */
+static ssize_t send_file_tls(struct pf_iostream *s)
+{
+    char chunk[16 * 1024];      /* one TLS record */
+    size_t want = s->file_left < sizeof(chunk) ? s->file_left : sizeof(chunk);
+    ssize_t n = pread(s->file_fd, chunk, want, s->file_off);
+
+    if (n <= 0)
+        return n;               /* -1 with errno, or 0: the file shrank */
+    n = send_some(s, chunk, (size_t)n, 0);
+    if (n == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (n > 0)
+        s->file_off += n;
+    else
+        errno = (int)-n;
+    return n > 0 ? n : -1;
+}
+
 static int send_file(struct pf_iostream *s)
 {
     while (s->file_left > 0) {
-        ssize_t n = sendfile(s->fd, s->file_fd, &s->file_off, s->file_left);
+        ssize_t n = s->ssl != NULL ? send_file_tls(s)
+                                   : sendfile(s->fd, s->file_fd, &s->file_off, s->file_left);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -435,6 +538,16 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct pf_iostream *s = STREAM_OF(w, wio);
 
     (void)loop;
+    if (s->ssl != NULL && (revents & EV_WRITE)) {
+        if (!s->hs_done) {
+            tls_handshake_step(s);
+            return;
+        }
+        if (s->read_wants_write) {
+            s->read_wants_write = false;
+            ev_feed_event(s->loop, &s->rio, EV_READ);
+        }
+    }
     while (s->wlen > 0 && (revents & EV_WRITE)) {
         ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen,
                               s->file_fd >= 0 ? MSG_MORE : 0);
@@ -513,6 +626,20 @@ static ssize_t sendv_some(struct pf_iostream *s, const struct iovec *iov, int io
 
     if (iovcnt == 1)
         return send_some(s, iov[0].iov_base, iov[0].iov_len, 0);
+    if (s->ssl != NULL) {
+        size_t total = 0;
+
+        /* One TLS record per buffer; stop at the first that does not go whole. */
+        for (int i = 0; i < iovcnt; i++) {
+            n = send_some(s, iov[i].iov_base, iov[i].iov_len, 0);
+            if (n < 0)
+                return total ? (ssize_t)total : n;
+            total += (size_t)n;
+            if ((size_t)n < iov[i].iov_len)
+                break;
+        }
+        return (ssize_t)total;
+    }
     for (;;) {
         n = s->not_socket ? writev(s->fd, iov, iovcnt) : sendmsg(s->fd, &msg, MSG_NOSIGNAL);
         if (n >= 0)
@@ -678,6 +805,7 @@ static void closer_cb(struct ev_loop *loop, ev_idle *w, int revents)
     drop_read_buffer(s);
     free(s->wbuf);
     free(s->wdone);
+    SSL_free(s->ssl);
     free(s);
 }
 
@@ -691,6 +819,10 @@ static void stream_close(struct pf_iostream *s, int reason)
     ev_io_stop(s->loop, &s->rio);
     ev_io_stop(s->loop, &s->wio);
     ev_timer_stop(s->loop, &s->idle);
+    ev_timer_stop(s->loop, &s->hs_timer);
+    ev_clear_pending(s->loop, &s->hs_timer);
+    if (s->ssl != NULL)
+        pf__tls_shutdown(s->ssl);
     ev_clear_pending(s->loop, &s->rio);
     ev_clear_pending(s->loop, &s->wio);
     ev_clear_pending(s->loop, &s->runner);
@@ -725,10 +857,87 @@ struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,
     ev_io_init(&s->wio, wio_cb, fd, EV_WRITE);
     ev_timer_init(&s->idle, idle_cb, 0., 0.);
     ev_idle_init(&s->runner, runner_cb);
+    ev_timer_init(&s->hs_timer, hs_timer_cb, 0., 0.);
     ev_idle_init(&s->closer, closer_cb);
     if (opt && opt->idle_timeout_sec > 0)
         pf_iostream_set_idle_timeout(s, opt->idle_timeout_sec);
     return s;
+}
+
+/* The handshake deadline; fed with EV_CUSTOM once done, to run hs_cb. */
+static void hs_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct pf_iostream *s = STREAM_OF(w, hs_timer);
+    struct pf_tls_info info;
+
+    (void)loop;
+    if (!(revents & EV_CUSTOM) || s->hs_done) {
+        if (s->hs_done && s->hs_cb != NULL && !s->closed) {
+            pf_handshake_cb cb = s->hs_cb;
+            s->hs_cb = NULL;
+            pf__tls_info(s->ssl, &info);
+            cb(s, &info);
+        } else if (!s->hs_done) {
+            stream_close(s, -ETIMEDOUT);
+        }
+    }
+}
+
+struct pf_iostream *pf__iostream_new_tls_nonblocking(struct ev_loop *loop, int fd,
+                                                     const struct pf_iostream_options *opt,
+                                                     struct ssl_ctx_st *ctx, bool server,
+                                                     double handshake_timeout_sec)
+{
+    struct pf_iostream *s = pf__iostream_new_nonblocking(loop, fd, opt);
+
+    if (s == NULL)
+        return NULL;
+    s->ssl = SSL_new(ctx);
+    if (s->ssl == NULL || SSL_set_fd(s->ssl, fd) != 1) {
+        stream_close(s, -ENOMEM);
+        return s;               /* closes from the loop, as any failed stream */
+    }
+    if (server)
+        SSL_set_accept_state(s->ssl);
+    else
+        SSL_set_connect_state(s->ssl);
+    ev_timer_set(&s->hs_timer, handshake_timeout_sec > 0 ? handshake_timeout_sec
+                                                         : PF_TLS_HANDSHAKE_TIMEOUT_SEC, 0.);
+    ev_timer_start(loop, &s->hs_timer);
+    /* A server waits for the ClientHello; a client sends one. */
+    ev_io_start(loop, server ? &s->rio : &s->wio);
+    return s;
+}
+
+struct pf_iostream *pf_iostream_new_tls(struct ev_loop *loop, int fd,
+                                        const struct pf_iostream_options *opt,
+                                        struct ssl_ctx_st *ctx, bool server)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    return pf__iostream_new_tls_nonblocking(loop, fd, opt, ctx, server, 0);
+}
+
+int pf_iostream_wait_for_handshake(struct pf_iostream *s, pf_handshake_cb cb)
+{
+    if (s->ssl == NULL)
+        return -EINVAL;
+    if (s->closed)
+        return -EPIPE;
+    s->hs_cb = cb;
+    if (s->hs_done)
+        ev_feed_event(s->loop, &s->hs_timer, EV_CUSTOM);
+    return 0;
+}
+
+bool pf_iostream_tls_info(const struct pf_iostream *s, struct pf_tls_info *out)
+{
+    if (s->ssl == NULL || !s->hs_done)
+        return false;
+    pf__tls_info(s->ssl, out);
+    return true;
 }
 
 struct pf_iostream *pf_iostream_new(struct ev_loop *loop, int fd,

@@ -13,6 +13,8 @@
 #include <sys/uio.h>
 #include <ev.h>
 
+#include "tls.h"
+
 /* Tornado's default max_buffer_size: 100 MiB. */
 #define PF_IOSTREAM_DEFAULT_MAX_BUFFER (100u * 1024 * 1024)
 /* Bytes read per read(2). Reads land in a stack buffer first, so a
@@ -100,6 +102,27 @@ int pf_iostream_writev(struct pf_iostream *s, const struct iovec *iov, int iovcn
  */
 int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_len,
                          int fd, off_t offset, size_t len, pf_write_cb cb);
+
+/* The TLS handshake finished; info lives as long as the stream. */
+typedef void (*pf_handshake_cb)(struct pf_iostream *s, const struct pf_tls_info *info);
+
+/*
+ * A stream that speaks TLS on fd, as the server (accepting) or the client
+ * side, with an SSL_CTX of yours (borrowed: it must outlive the stream).
+ * The handshake runs on the loop and must finish within
+ * PF_TLS_HANDSHAKE_TIMEOUT_SEC, or the stream closes with -ETIMEDOUT (-EPROTO
+ * if it fails). Reads and writes work as on a plain stream, and may start at
+ * once: they wait for the handshake. Closing sends close_notify, without
+ * waiting for the peer's. Returns NULL only when out of memory.
+ */
+struct pf_iostream *pf_iostream_new_tls(struct ev_loop *loop, int fd,
+                                        const struct pf_iostream_options *opt,
+                                        struct ssl_ctx_st *ctx, bool server);
+/* cb runs from the loop once the handshake is done (at once if it is).
+ * Returns 0, -EINVAL for a plain stream, -EPIPE once closed. */
+int pf_iostream_wait_for_handshake(struct pf_iostream *s, pf_handshake_cb cb);
+/* The handshake's facts; false for a plain stream or before it is done. */
+bool pf_iostream_tls_info(const struct pf_iostream *s, struct pf_tls_info *out);
 
 /* Called once when the stream closes (see pf_close_cb). */
 void pf_iostream_set_close_cb(struct pf_iostream *s, pf_close_cb cb);

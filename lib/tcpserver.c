@@ -7,6 +7,9 @@
 #include "tcpserver.h"
 #include "internal.h"
 #include "process.h"
+#include "tls.h"
+
+#include <openssl/ssl.h>
 
 #include <assert.h>
 #include <errno.h>
@@ -26,6 +29,8 @@ struct pf_tcp_server {
     int *bound;                 /* bound by pf_tcp_server_bind, not yet started */
     size_t nbound;
     struct pf_iostream *streams;    /* open streams, linked through pf__iostream_link */
+    SSL_CTX *tls;               /* NULL: plain */
+    double handshake_timeout_sec;
     bool full;                  /* paused at max_connections */
     bool freed;                 /* pf_tcp_server_free ran; last stream frees */
     struct pf_tcp_server_stats stats;
@@ -49,6 +54,13 @@ struct pf_tcp_server *pf_tcp_server_new(struct ev_loop *loop,
     if (srv->opt.accept_batch == 0)
         srv->opt.accept_batch = (unsigned)srv->opt.backlog;
     return srv;
+}
+
+/* The last of the server: its TLS context may only go with its streams. */
+static void server_free_memory(struct pf_tcp_server *srv)
+{
+    SSL_CTX_free(srv->tls);
+    free(srv);
 }
 
 static void set_accepting(struct pf_tcp_server *srv, bool on)
@@ -76,7 +88,7 @@ static void stream_released(void *arg, struct pf_iostream *s)
     srv->stats.active--;
     if (srv->freed) {
         if (srv->stats.active == 0)
-            free(srv);
+            server_free_memory(srv);
         return;
     }
     if (srv->full && srv->stats.active < srv->opt.max_connections) {
@@ -95,7 +107,10 @@ static void accept_cb(struct pf_accept_handler *h, int fd,
         srv->stats.last_accept_error = fd;
         return;
     }
-    s = pf__iostream_new_nonblocking(srv->loop, fd, &srv->opt.stream);
+    s = srv->tls == NULL
+            ? pf__iostream_new_nonblocking(srv->loop, fd, &srv->opt.stream)
+            : pf__iostream_new_tls_nonblocking(srv->loop, fd, &srv->opt.stream, srv->tls, true,
+                                               srv->handshake_timeout_sec);
     if (s == NULL)
         return;                 /* out of memory: fd is closed, go on */
     pf__iostream_set_release(s, stream_released, srv);
@@ -140,6 +155,21 @@ static void drop_listener(struct pf_tcp_server *srv, size_t i, bool close_fd)
     free(srv->handlers[i]);
     if (close_fd)
         close(srv->fds[i]);
+}
+
+int pf_tcp_server_set_tls(struct pf_tcp_server *srv, const struct pf_tls_options *opt,
+                          char *errmsg)
+{
+    SSL_CTX *ctx = opt->ctx;
+
+    if (ctx != NULL)
+        SSL_CTX_up_ref(ctx);
+    else if ((ctx = pf_tls_server_ctx_new(opt->certificate, opt->key, errmsg)) == NULL)
+        return -EINVAL;
+    SSL_CTX_free(srv->tls);
+    srv->tls = ctx;
+    srv->handshake_timeout_sec = opt->handshake_timeout_sec;
+    return 0;
 }
 
 int pf_tcp_server_add_sockets(struct pf_tcp_server *srv, const int *fds, size_t n)
@@ -261,7 +291,7 @@ void pf_tcp_server_free(struct pf_tcp_server *srv)
     /* Streams still open point at us: the last one to close frees. */
     srv->freed = true;
     if (srv->stats.active == 0)
-        free(srv);
+        server_free_memory(srv);
 }
 
 void pf_tcp_server_close_streams(struct pf_tcp_server *srv)

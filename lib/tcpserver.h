@@ -35,10 +35,24 @@ struct pf_tcp_server_stats {
     int last_accept_error;                  /* 0 or -errno that last paused accepting */
 };
 
+/* Tornado's ssl_options: every stream this server accepts speaks TLS. */
+struct pf_tls_options {
+    const char *certificate;        /* PEM chain, when ctx is NULL */
+    const char *key;                /* PEM private key, when ctx is NULL */
+    struct ssl_ctx_st *ctx;         /* or a context of yours (the server takes a reference) */
+    double handshake_timeout_sec;   /* 0: PF_TLS_HANDSHAKE_TIMEOUT_SEC */
+};
+
 /* opt may be NULL. Returns NULL when out of memory. */
 struct pf_tcp_server *pf_tcp_server_new(struct ev_loop *loop,
                                         pf_handle_stream_cb cb,
                                         const struct pf_tcp_server_options *opt);
+
+/* Makes the server speak TLS; call before it accepts. The files are checked
+ * now. Returns 0, or -EINVAL with errmsg (PF_ERRMSG_SIZE) naming the file
+ * and OpenSSL's reason. */
+int pf_tcp_server_set_tls(struct pf_tcp_server *srv, const struct pf_tls_options *opt,
+                          char *errmsg);
 
 /* Bind and start accepting at once (in this process). Callable many times.
  * Returns 0 or -errno; errmsg (PF_ERRMSG_SIZE, may be NULL) names the cause. */

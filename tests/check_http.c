@@ -59,6 +59,12 @@
 #define SLOW_BYTE_INTERVAL_SEC 0.2
 #define IDLE_CLOSE_MIN_SEC 1.5
 #define IDLE_CLOSE_MAX_SEC 4.0
+/* A file changed on disk is served in its new version within this. */
+#define FRESH_TIMEOUT_SEC 3.0
+/* After the first fresh answer, the other workers get this long to catch
+ * up; then FRESH_ROUNDS requests on new connections must all be fresh. */
+#define FRESH_SETTLE_SEC 1.5
+#define FRESH_ROUNDS 8
 /* Access log lines and counters may trail the response by this much. */
 #define LOG_POLL_SEC 2.0
 #define CURL_PATH "/usr/bin/curl"
@@ -259,6 +265,7 @@ static void make_site_files(void)
     write_site_file("www/sub/index.html", sub_body, strlen(sub_body), 0644);
     write_site_file("www/noindex/other.txt", "not an index\n", 13, 0644);
     write_site_file("www/a b.txt", space_body, strlen(space_body), 0644);
+    write_site_file("www/changing.txt", "version 1\n", 10, 0644);
     write_site_file("www/locked.txt", LOCKED_TEXT, strlen(LOCKED_TEXT), 0000);
     /* Readable by nobody: only the handler's checks keep it in. */
     write_site_file("outside.txt", SECRET "\n", strlen(SECRET "\n"), 0644);
@@ -950,6 +957,56 @@ START_TEST(test_get_big_file_sends_every_byte)
     assert_header_eq(&r, "Content-Length", "65536", "GET /big.bin");
     assert_body_eq(&r, big_body, sizeof(big_body), "GET /big.bin");
     response_free(&r);
+}
+END_TEST
+
+/* A file rewritten on disk is served in its new version soon after, with a
+ * new ETag: workers may cache what they serve, not keep serving it stale. */
+START_TEST(test_changed_file_is_served_fresh)
+{
+    const char *v2 = "version 2, longer\n";
+    struct response r;
+    char path[PATH_MAX], etag1[64];
+    double deadline;
+    bool fresh = false;
+    int fd;
+
+    require_site();
+    /* On new connections, so that every worker is likely to have it cached. */
+    for (int i = 0; i < FRESH_ROUNDS; i++) {
+        get("/changing.txt", &r);
+        assert_status(&r, 200, "GET /changing.txt");
+        assert_body_eq(&r, "version 1\n", 10, "GET /changing.txt");
+        snprintf(etag1, sizeof(etag1), "%s", header(&r, "ETag") ? header(&r, "ETag") : "");
+        response_free(&r);
+    }
+    site_path(path, sizeof(path), "www/changing.txt");
+    fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(tu_write_all(fd, v2, strlen(v2)));
+    ck_assert_int_eq(close(fd), 0);
+    deadline = tu_now() + FRESH_TIMEOUT_SEC;
+    do {
+        get("/changing.txt", &r);
+        fresh = r.status == 200 && r.body_len == strlen(v2) && memcmp(r.body, v2, r.body_len) == 0;
+        if (!fresh) {
+            response_free(&r);
+            usleep(100000);
+        }
+    } while (!fresh && tu_now() < deadline);
+    ck_assert_msg(fresh, "GET /changing.txt still answers the old version %.0f s after the "
+                  "file changed", FRESH_TIMEOUT_SEC);
+    ck_assert_msg(header(&r, "ETag") != NULL && strcmp(header(&r, "ETag"), etag1) != 0,
+                  "the changed file kept its ETag %s:\n%s", etag1, r.head);
+    response_free(&r);
+    /* Every worker has caught up by now, not only the one that answered. */
+    usleep((useconds_t)(FRESH_SETTLE_SEC * 1e6));
+    for (int i = 0; i < FRESH_ROUNDS; i++) {
+        get("/changing.txt", &r);
+        assert_status(&r, 200, "GET /changing.txt after the change");
+        assert_body_eq(&r, v2, strlen(v2), "GET /changing.txt on a new connection after the change");
+        response_free(&r);
+    }
 }
 END_TEST
 
@@ -1847,6 +1904,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_get_unreadable_file_is_403);
     tcase_add_test(tc, test_get_percent_encoded_name_is_decoded);
     tcase_add_test(tc, test_get_big_file_sends_every_byte);
+    tcase_add_test(tc, test_changed_file_is_served_fresh);
     tcase_add_test(tc, test_head_has_get_headers_and_no_body);
     tcase_add_test(tc, test_if_none_match_etag_is_304);
     tcase_add_test(tc, test_if_modified_since_last_modified_is_304);
