@@ -551,7 +551,8 @@ static void master_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
         struct proc *p = &m->procs[i];
         uint64_t beat = SB_LOAD(m->sb->slots[i].heartbeat_ms);
 
-        if (p->pid == 0 || p->timed_out || now - beat <= limit)
+        /* beat > now: the worker wrote after we read the clock. */
+        if (p->pid == 0 || p->timed_out || beat >= now || now - beat <= limit)
             continue;
         log_msg(LOG_WARNING, 0, "worker %d (pid %d) sent no heartbeat for %.1f s "
                 "(worker_timeout = %u), killing it", p->task_id, (int)p->pid,
