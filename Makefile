@@ -45,7 +45,7 @@ DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/m
                daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c \
                daemon/http.c daemon/http_path.c daemon/http_status.c daemon/mime.c daemon/access_log.c \
                daemon/systemd.c daemon/http_cache.c daemon/tls_config.c
-TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd check_install
+TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd check_install check_fuzz_regress check_tls
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c
 # daemon/ objects the config suite links against (everything but main.c).
@@ -160,6 +160,7 @@ deps:
 	pkg-config --exists openssl 2>/dev/null || missing="$$missing libssl-dev"; \
 	printf '#include <http_parser.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing libhttp-parser-dev"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v groff >/dev/null 2>&1 || missing="$$missing groff-base"; \
 	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        echo "make deps: installing$$missing"; \
@@ -176,7 +177,7 @@ deps:
 # `make bench` compares preforkd with nginx, Tornado and a raw epoll floor on
 # loopback and writes build/bench/report.md. QUICK=1: a short run (< 2 min).
 # RUNS=n: repetitions per figure (default 3). `tests/bench/run --smoke` is the
-# quick does-it-still-work mode (~30 s).
+# quick does-it-still-work mode (~40 s).
 BENCH_PKGS := nginx-light python3-tornado wrk apache2-utils strace linux-perf
 BENCH_RUN_FLAGS := $(if $(filter 1,$(QUICK)),--quick) $(if $(RUNS),--runs $(RUNS))
 
@@ -205,3 +206,112 @@ bench-deps:
 	        echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
 	    fi; \
 	fi
+
+# ---- Fuzzing (issue #9): on demand only; `check` replays the seed corpora
+# and the inputs that once crashed (check_fuzz_regress) but never fuzzes.
+# `make fuzz` builds each libFuzzer target of tests/fuzz/ into build/fuzz/,
+# runs it for FUZZ_SECONDS over a copy of its corpus (build/fuzz/corpus-<t>,
+# kept between runs, so the repo's tests/fuzz/corpus stays as it is), and
+# prints executions per second and coverage per target. A crash's input is
+# written to build/fuzz/artifacts-<t>/; copy it to tests/fuzz/regress/<t>/.
+# `make -j2 fuzz` runs two targets at a time; FUZZ_RUN=<t> runs only some.
+# tests/fuzz/README.md has the command lines for running one by hand.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang-14
+FUZZ_O       := build/fuzz
+FUZZ_TARGETS := fuzz_config fuzz_listen fuzz_http_request fuzz_path fuzz_iostream_until
+FUZZ_CFLAGS  := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer -std=gnu11 $(WARNINGS) -Ilib
+# -timeout: an input that runs this many seconds is reported as a hang.
+FUZZ_RUN_FLAGS := -timeout=10 -print_final_stats=1
+# What each target compiles besides its own file and fuzz_util.c; libFuzzer
+# instruments all of them. http_parser and inih are Debian's, uninstrumented.
+fuzz_config_SRCS         := daemon/config.c daemon/log.c lib/process.c
+fuzz_config_LIBS          = $(INIH_LIBS)
+fuzz_listen_SRCS         := daemon/config.c daemon/log.c lib/process.c
+fuzz_listen_LIBS          = $(INIH_LIBS)
+fuzz_http_request_SRCS   := daemon/http_path.c tests/fuzz/fuzz_normalize.c
+fuzz_http_request_LIBS    = $(HTTP_PARSER_LIBS)
+fuzz_path_SRCS           := daemon/http_path.c tests/fuzz/fuzz_normalize.c
+fuzz_path_LIBS           :=
+fuzz_iostream_until_SRCS := lib/iostream.c lib/tls.c
+fuzz_iostream_until_LIBS  = $(SSL_LIBS) $(EV_LIBS)
+FUZZ_RUN     ?= $(FUZZ_TARGETS)
+FUZZ_RUNS := $(FUZZ_RUN:%=fuzz-run-%)
+
+.PHONY: fuzz fuzz-deps fuzz-build $(FUZZ_RUNS)
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_O)/%)
+
+# One compile and link per target (-MMD cannot name one .d for several
+# sources), so every header of the tree is a prerequisite instead.
+FUZZ_HEADERS = $(wildcard lib/*.h daemon/*.h tests/fuzz/*.h)
+define FUZZ_TARGET_RULE
+$(FUZZ_O)/$(1): tests/fuzz/$(1).c tests/fuzz/fuzz_util.c $$($(1)_SRCS) $$(FUZZ_HEADERS) | fuzz-deps
+	@mkdir -p $$(@D)
+	$$(FUZZ_CC) $$(FUZZ_CFLAGS) $$(INIH_CFLAGS) -o $$@ $$(filter %.c,$$^) $$($(1)_LIBS)
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_TARGET_RULE,$(t))))
+
+# One run: its log and exit status go to build/fuzz/<t>.log and <t>.status,
+# and the recipe succeeds, so that every target runs and `fuzz` reports.
+$(FUZZ_RUNS): fuzz-run-%: $(FUZZ_O)/%
+	@mkdir -p $(FUZZ_O)/corpus-$* $(FUZZ_O)/artifacts-$*
+	@cp -n tests/fuzz/corpus/$*/* $(FUZZ_O)/corpus-$*/
+	@echo "fuzz: $* for $(FUZZ_SECONDS) s (log: $(FUZZ_O)/$*.log)"
+	@$(FUZZ_O)/$* -max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN_FLAGS) \
+	    $(addprefix -dict=,$(wildcard tests/fuzz/$*.dict)) \
+	    -artifact_prefix=$(FUZZ_O)/artifacts-$*/ $(FUZZ_O)/corpus-$* \
+	    > $(FUZZ_O)/$*.log 2>&1; echo $$? > $(FUZZ_O)/$*.status
+
+# The summary: exec/s from libFuzzer's final stats, cov and ft (edges and
+# features covered) from its last status line; fails if any target did.
+fuzz: fuzz-deps $(FUZZ_RUNS)
+	@fail=0; \
+	printf '%-22s %9s %7s %7s %9s  %s\n' target exec/s cov ft corpus result; \
+	for t in $(FUZZ_RUN); do \
+	    log=$(FUZZ_O)/$$t.log; \
+	    last=$$(grep -a '^#[0-9].* cov: ' $$log | tail -n 1); \
+	    cov=$$(echo "$$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p'); \
+	    ft=$$(echo "$$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p'); \
+	    corp=$$(echo "$$last" | sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p'); \
+	    eps=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $$log | tail -n 1); \
+	    st=$$(cat $(FUZZ_O)/$$t.status 2>/dev/null || echo '?'); \
+	    if [ "$$st" = 0 ]; then res=ok; \
+	    else res="FAILED (exit $$st): see $$log and $(FUZZ_O)/artifacts-$$t/"; fail=1; fi; \
+	    printf '%-22s %9s %7s %7s %9s  %s\n' $$t "$${eps:-?}" "$${cov:-?}" "$${ft:-?}" \
+	        "$${corp:-?}" "$$res"; \
+	done; \
+	if [ $$fail = 0 ]; then echo "make fuzz: no target crashed in $(FUZZ_SECONDS) s"; \
+	else echo "make fuzz: FAILED"; exit 1; fi
+
+# Installs clang and its libFuzzer/sanitizer runtimes when they are missing
+# and we are root; otherwise prints the command to run. Not part of `deps`.
+fuzz-deps: deps
+	@if ! printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
+	        $(FUZZ_CC) -fsanitize=fuzzer,address,undefined -x c -o /dev/null - >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "make fuzz-deps: installing clang-14 libclang-rt-14-dev"; \
+	        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y clang-14 libclang-rt-14-dev || exit 1; \
+	    else \
+	        echo "make fuzz-deps: $(FUZZ_CC) cannot build a libFuzzer target; run:"; \
+	        echo "  sudo apt-get update && sudo apt-get install -y clang-14 libclang-rt-14-dev"; exit 1; \
+	    fi; \
+	fi
+
+# check_fuzz_regress links every target, built by $(CC) without libFuzzer
+# (its own main replays the files) and with the entry points renamed
+# <target>_test_one_input and <target>_initialize, so that they can share
+# one binary. Under SANITIZE=1 they get the suites' sanitizers.
+FUZZ_REGRESS_OBJS := $(FUZZ_TARGETS:%=$(O)/tests/fuzz/%.o) $(O)/tests/fuzz/fuzz_util.o \
+                     $(O)/tests/fuzz/fuzz_normalize.o
+
+$(FUZZ_TARGETS:%=$(O)/tests/fuzz/%.o): $(O)/tests/fuzz/%.o: tests/fuzz/%.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -DLLVMFuzzerTestOneInput=$*_test_one_input \
+	    -DLLVMFuzzerInitialize=$*_initialize -c -o $@ $<
+
+$(O)/tests/check_fuzz_regress: $(O)/tests/check_fuzz_regress.o $(FUZZ_REGRESS_OBJS) \
+                               $(TEST_UTIL_OBJS) $(O)/daemon.a $(O)/libprefork.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(DAEMON_LIBS)
+
+-include $(FUZZ_REGRESS_OBJS:.o=.d)

@@ -637,6 +637,14 @@ int config_load(const char *path, struct config *out, char *errmsg, size_t errle
         config_check(&p);
     if (!p.failed && config_resolve_paths(&p.c, path) < 0)
         config_fail(&p, 0, "%s", strerror(ENOMEM));
+    /* A relative unix path fits when read and may not once made absolute. */
+    for (size_t i = 0; !p.failed && i < p.c.n_listens; i++) {
+        const struct listen_spec *ls = &p.c.listens[i];
+
+        if (ls->kind == LISTEN_UNIX && strlen(ls->path) >= UNIX_PATH_SIZE)
+            config_fail(&p, ls->line, "[server] listen = \"%s\": socket path %s is longer "
+                        "than %zu bytes", ls->text, ls->path, UNIX_PATH_SIZE - 1);
+    }
     if (!p.failed && (p.c.path = strdup(path)) == NULL)
         config_fail(&p, 0, "%s", strerror(ENOMEM));
     if (p.failed)

@@ -85,6 +85,7 @@ struct master {
     ev_tstamp *deaths;          /* ring of unexpected deaths, max_restarts + 1 */
     size_t ndeaths, death_head;
     int pidfile_fd;
+    char *pidfile;              /* the path locked at start; a reload does not move it */
     int ready_pipe[2];
     struct sd_notifier sd;
     enum master_state state;
@@ -610,7 +611,9 @@ static void master_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         err = log_reopen();
         if (err < 0)
             log_msg(LOG_ERR, err, "reopening the log");
-        if (strcmp(m->cfg->log, "stderr") != 0 && strcmp(m->cfg->log, "syslog") != 0)
+        /* In the foreground the log is stderr, whatever the file says. */
+        if (!m->opt->foreground && strcmp(m->cfg->log, "stderr") != 0 &&
+            strcmp(m->cfg->log, "syslog") != 0)
             master_create_for_workers(m, m->cfg->log);
         if (m->cfg->http_access_log != NULL)
             master_create_for_workers(m, m->cfg->http_access_log);
@@ -686,7 +689,8 @@ static void master_free(struct master *m)
 {
     listeners_close(&m->ls);
     if (m->pidfile_fd >= 0)
-        pidfile_release(m->cfg->pidfile, m->pidfile_fd);
+        pidfile_release(m->pidfile, m->pidfile_fd);
+    free(m->pidfile);
     if (m->ready_pipe[0] >= 0) {
         close(m->ready_pipe[0]);
         close(m->ready_pipe[1]);
@@ -711,7 +715,8 @@ int master_run(struct config *c, const struct master_options *opt)
                          .ready_pipe = { -1, -1 }, .sd = { .fd = -1 } };
     log_set_role("master");
     if (c->pidfile != NULL) {
-        m.pidfile_fd = pidfile_acquire(c->pidfile, err, sizeof(err));
+        m.pidfile = strdup(c->pidfile);
+        m.pidfile_fd = m.pidfile ? pidfile_acquire(m.pidfile, err, sizeof(err)) : -1;
         if (m.pidfile_fd < 0) {
             log_msg(LOG_ERR, 0, "%s", err);
             goto out;

@@ -893,7 +893,7 @@ struct pf_iostream *pf__iostream_new_tls_nonblocking(struct ev_loop *loop, int f
     if (s == NULL)
         return NULL;
     s->ssl = SSL_new(ctx);
-    if (s->ssl == NULL || SSL_set_fd(s->ssl, fd) != 1) {
+    if (s->ssl == NULL || pf__tls_set_fd(s->ssl, fd) < 0) {
         stream_close(s, -ENOMEM);
         return s;               /* closes from the loop, as any failed stream */
     }

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
@@ -43,7 +45,12 @@ struct ssl_ctx_st *pf_tls_server_ctx_new(const char *certificate, const char *ke
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(errmsg, PF_ERRMSG_SIZE, "key %s: %s", key, tls_reason("cannot be loaded"));
+        /* OpenSSL checks the pair here already; say it as we do below. */
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(errmsg, PF_ERRMSG_SIZE, "key %s: does not match certificate %s", key,
+                     certificate);
+        else
+            snprintf(errmsg, PF_ERRMSG_SIZE, "key %s: %s", key, tls_reason("cannot be loaded"));
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -119,6 +126,59 @@ int pf__tls_handshake(SSL *ssl, enum pf__tls_want *want)
         return 1;
     rc = tls_error(ssl, rc, want);
     return rc == -EAGAIN ? 0 : -EPROTO;
+}
+
+/*
+ * OpenSSL's socket BIO writes with write(2): a peer that went away raises
+ * SIGPIPE, which kills a program that did not ignore it. Our BIO is the
+ * socket BIO with its write done by send(MSG_NOSIGNAL), as plain streams do.
+ */
+static int nosigpipe_write(BIO *b, const char *buf, int len)
+{
+    int fd = (int)BIO_get_fd(b, NULL);
+    ssize_t n = send(fd, buf, (size_t)len, MSG_NOSIGNAL);
+
+    BIO_clear_retry_flags(b);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static BIO_METHOD *nosigpipe_method(void)
+{
+    /* Built once and never changed: every stream of the process shares it. */
+    static BIO_METHOD *m;
+
+    if (m == NULL) {
+        const BIO_METHOD *sock = BIO_s_socket();
+        BIO_METHOD *nm = BIO_meth_new(BIO_TYPE_SOCKET, "pf_socket");
+
+        if (nm == NULL)
+            return NULL;
+        BIO_meth_set_write(nm, nosigpipe_write);
+        BIO_meth_set_read(nm, BIO_meth_get_read(sock));
+        BIO_meth_set_puts(nm, BIO_meth_get_puts(sock));
+        BIO_meth_set_ctrl(nm, BIO_meth_get_ctrl(sock));
+        BIO_meth_set_create(nm, BIO_meth_get_create(sock));
+        BIO_meth_set_destroy(nm, BIO_meth_get_destroy(sock));
+        m = nm;
+    }
+    return m;
+}
+
+int pf__tls_set_fd(SSL *ssl, int fd)
+{
+    BIO_METHOD *m = nosigpipe_method();
+    BIO *bio = m ? BIO_new(m) : NULL;
+
+    if (bio == NULL)
+        return -ENOMEM;
+    BIO_set_fd(bio, fd, BIO_NOCLOSE);
+    SSL_set_bio(ssl, bio, bio);
+    /* A peer that just closes (no close_notify) reads as EOF, as on a plain
+     * socket and in Tornado's SSLIOStream, not as a protocol error. */
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    return 0;
 }
 
 void pf__tls_info(SSL *ssl, struct pf_tls_info *out)

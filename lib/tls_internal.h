@@ -20,6 +20,8 @@ ssize_t pf__tls_write(SSL *ssl, const void *buf, size_t len, enum pf__tls_want *
 /* 1: done; 0 with *want set; -EPROTO: failed. */
 int pf__tls_handshake(SSL *ssl, enum pf__tls_want *want);
 void pf__tls_info(SSL *ssl, struct pf_tls_info *out);
+/* SSL_set_fd, but writes never raise SIGPIPE. 0 or -ENOMEM. */
+int pf__tls_set_fd(SSL *ssl, int fd);
 /* Sends close_notify if it can without blocking; never waits for the peer's. */
 void pf__tls_shutdown(SSL *ssl);
 

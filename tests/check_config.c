@@ -261,6 +261,23 @@ START_TEST(test_relative_paths_are_relative_to_the_config_file)
 }
 END_TEST
 
+START_TEST(test_unix_path_too_long_once_made_absolute_is_an_error)
+{
+    char value[120], text[200];
+    struct config c;
+    const char *conf;
+
+    /* Fits in sun_path as written (100 bytes), not after tmpdir/ is added. */
+    memset(value, 's', 100);
+    value[100] = '\0';
+    snprintf(text, sizeof(text), "[server]\nlisten = unix:%s\n", value);
+    conf = write_file("long.conf", text);
+    ck_assert_int_eq(config_load(conf, &c, errmsg, sizeof(errmsg)), -1);
+    ck_assert_msg(strstr(errmsg, "long.conf:2: [server] listen") != NULL &&
+                  strstr(errmsg, "longer than 107 bytes") != NULL, "%s", errmsg);
+}
+END_TEST
+
 START_TEST(test_log_stderr_and_syslog_are_not_paths)
 {
     struct config c;
@@ -964,6 +981,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_workers_auto_resolves_to_cpu_count);
     tcase_add_test(tc, test_relative_paths_are_relative_to_the_config_file);
     tcase_add_test(tc, test_log_stderr_and_syslog_are_not_paths);
+    tcase_add_test(tc, test_unix_path_too_long_once_made_absolute_is_an_error);
     tcase_add_test(tc, test_bool_accepts_yes_no_true_false_on_off_1_0);
     tcase_add_test(tc, test_inline_semicolon_comment_is_stripped);
     tcase_add_test(tc, test_crlf_line_endings_are_accepted);

@@ -1182,6 +1182,25 @@ START_TEST(test_multi_range_gets_whole_file)
 }
 END_TEST
 
+/* index.html is small: a server may send it from memory rather than with
+ * sendfile, and the range must still be cut at the right bytes. */
+START_TEST(test_range_of_small_file_is_206)
+{
+    const char *req = "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=100-199\r\n\r\n";
+    struct response r;
+    char content_range[64];
+
+    require_site();
+    exchange(req, &r);
+    assert_status(&r, 206, shows(req));
+    snprintf(content_range, sizeof(content_range), "bytes 100-199/%zu", index_len);
+    assert_header_eq(&r, "Content-Range", content_range, shows(req));
+    assert_header_eq(&r, "Content-Length", "100", shows(req));
+    assert_body_eq(&r, index_body + 100, 100, shows(req));
+    response_free(&r);
+}
+END_TEST
+
 /* outside.txt lies next to the root, readable by the workers; link-out is a
  * symlink to it inside the root. No target reaches it. */
 START_TEST(test_traversal_never_leaves_root)
@@ -1914,6 +1933,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_range_open_end_is_rest_of_file);
     tcase_add_test(tc, test_range_past_end_is_416);
     tcase_add_test(tc, test_multi_range_gets_whole_file);
+    tcase_add_test(tc, test_range_of_small_file_is_206);
     tcase_add_test(tc, test_traversal_never_leaves_root);
     suite_add_tcase(s, tc);
 

@@ -1,0 +1,1882 @@
+/* Check suite for TLS in libprefork: server contexts from PEM files (tls.c),
+ * TLS streams (pf_iostream_new_tls) and TLS servers (pf_tcp_server_set_tls).
+ * Stream tests put a bridge in front of the stream: a forked process that is
+ * an ordinary blocking OpenSSL client on one end of a socketpair and relays
+ * plaintext to and from the test's `peer` fd, so that a test drives peer with
+ * plain reads and writes exactly as check_iostream does. Server tests play
+ * broken and hostile clients on loopback and check the loop keeps serving.
+ * The certificate, keys and bad PEM files are made once by main(), with the
+ * openssl CLI. */
+#define _GNU_SOURCE
+#include "prefork.h"
+#include "tls.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Bound on waiting for something that should happen. */
+#define WAIT_SEC 3.0
+/* Time the loop gets to do something that should NOT happen. */
+#define SETTLE_SEC 0.1
+#define MAX_READS 16
+#define HTTP_DELIM "\r\n\r\n"
+/* Far more than a socketpair buffers, and many TLS records. */
+#define LARGE_WRITE_BYTES (4u * 1024 * 1024)
+/* The bridge relays at most one TLS record's worth per read. */
+#define BRIDGE_CHUNK (16 * 1024)
+/* How long the bridge waits for the stream's close_notify after its own. */
+#define BRIDGE_LINGER_SEC 3.0
+/* handshake_timeout_sec of the servers that meet bad clients. */
+#define HANDSHAKE_TIMEOUT_SEC 0.5
+/* The loop's heartbeat while a server is tested, and the longest pause
+ * between two beats that still counts as "never blocked". */
+#define TICK_SEC 0.01
+#define MAX_TICK_GAP_SEC 0.25
+/* Streams a server test keeps track of. */
+#define MAX_CONNS 16
+#define ALPN_HTTP11 "http/1.1"
+
+#define container_of(ptr, type, member) \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* The suite's PEM files, made once by main() (children inherit them). */
+static struct {
+    char dir[64];
+    char cert[PATH_MAX];            /* CN=localhost, EC P-256, 1 day */
+    char key[PATH_MAX];
+    char other_key[PATH_MAX];       /* a key of no certificate here */
+    char garbage[PATH_MAX];         /* PEM armour around junk */
+    char missing_cert[PATH_MAX];    /* never created */
+    char missing_key[PATH_MAX];
+} fx;
+
+/* Byte i of every patterned stream: a position hash, so a lost, repeated or
+ * reordered chunk of any size shows up as a mismatch. */
+static unsigned char pattern_byte(size_t i)
+{
+    return (unsigned char)(((uint32_t)i * 2654435761u) >> 24);
+}
+
+static void fill_pattern(unsigned char *buf, size_t from, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = pattern_byte(from + i);
+}
+
+static size_t first_difference(const unsigned char *a, const unsigned char *b, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* ---- the client side: plain OpenSSL, blocking -------------------------- */
+
+/* A client context that trusts only the suite's certificate, and offers
+ * alpn (NULL: no ALPN) as its only protocol besides "h2". */
+static SSL_CTX *client_ctx_new(const char *alpn)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    unsigned char wire[64];
+    size_t len;
+
+    if (ctx == NULL)
+        return NULL;
+    if (SSL_CTX_load_verify_locations(ctx, fx.cert, NULL) != 1)
+        goto fail;
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (alpn != NULL) {
+        len = strlen(alpn);
+        /* "h2" first: the server must pick from the list, not take the head. */
+        memcpy(wire, "\x02h2", 3);
+        wire[3] = (unsigned char)len;
+        memcpy(wire + 4, alpn, len);
+        if (SSL_CTX_set_alpn_protos(ctx, wire, (unsigned)(len + 4)) != 0)
+            goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* A blocking handshake on fd that verifies the server is "localhost";
+ * NULL (with OpenSSL's errors on stderr) if it fails. */
+static SSL *client_connect(SSL_CTX *ctx, int fd)
+{
+    SSL *ssl = SSL_new(ctx);
+
+    if (ssl == NULL)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1 || SSL_set_tlsext_host_name(ssl, "localhost") != 1 ||
+        SSL_set1_host(ssl, "localhost") != 1 || SSL_connect(ssl) != 1) {
+        ERR_print_errors_fp(stderr);
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
+/* For a forked helper: dies with the test, ignores SIGPIPE (a peer that went
+ * away is an ordinary end here) and keeps only fds a and b of the test's. */
+static void helper_setup(int a, int b)
+{
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    signal(SIGPIPE, SIG_IGN);
+    /* A copy of another bridge's peer fd here would hide that peer's close. */
+    if (lo > 3)
+        close_range(3, (unsigned)lo - 1, 0);
+    if (hi > lo + 1)
+        close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+    close_range((unsigned)hi + 1, ~0u, 0);
+}
+
+/* Waits up to ms for fd to be ready for what the last SSL call wanted. */
+static void ssl_wait(SSL *ssl, int rc, int fd, int ms)
+{
+    int e = SSL_get_error(ssl, rc);
+    struct pollfd p = { .fd = fd, .events = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN };
+
+    poll(&p, 1, ms);
+}
+
+/* SSL_write all of buf on a non-blocking fd; false if the connection ended. */
+static bool ssl_write_all(SSL *ssl, int fd, const char *buf, size_t len)
+{
+    double deadline = tu_now() + WAIT_SEC;
+
+    while (len > 0 && tu_now() < deadline) {
+        int n = SSL_write(ssl, buf, (int)len);
+        int e;
+
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+            continue;
+        }
+        e = SSL_get_error(ssl, n);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            return false;
+        ssl_wait(ssl, n, fd, 50);
+    }
+    return len == 0;
+}
+
+/* The exit statuses of the bridge and of the echo client. */
+enum helper_exit {
+    HELPER_OK = 0,
+    HELPER_SETUP = 2,           /* no client context or socket */
+    HELPER_HANDSHAKE = 3,       /* the handshake or the verification failed */
+    HELPER_ECHO = 4,            /* the echo did not come back */
+    HELPER_ALPN = 5,            /* the server did not choose the offered ALPN */
+};
+
+/* The peer's side ended: send close_notify, then relay what the stream still
+ * sends (a half-closed peer may read on) until its close_notify or EOF, so
+ * that the stream never answers into a closed socket. */
+static void bridge_linger(SSL *ssl, int tls_fd, int plain_fd)
+{
+    double deadline = tu_now() + BRIDGE_LINGER_SEC;
+    char buf[BRIDGE_CHUNK];
+    int rc;
+
+    while ((rc = SSL_shutdown(ssl)) < 0 && tu_now() < deadline) {
+        int e = SSL_get_error(ssl, rc);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            return;
+        ssl_wait(ssl, rc, tls_fd, 50);
+    }
+    while (tu_now() < deadline) {
+        int n = SSL_read(ssl, buf, sizeof(buf));
+        int e;
+
+        if (n > 0) {
+            tu_write_all(plain_fd, buf, (size_t)n);     /* the peer may be gone */
+            deadline = tu_now() + BRIDGE_LINGER_SEC;
+            continue;
+        }
+        e = SSL_get_error(ssl, n);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            return;
+        ssl_wait(ssl, n, tls_fd, 50);
+    }
+}
+
+/* Plaintext both ways until either side ends. */
+static void bridge_relay(SSL *ssl, int tls_fd, int plain_fd)
+{
+    char buf[BRIDGE_CHUNK];
+
+    fcntl(tls_fd, F_SETFL, fcntl(tls_fd, F_GETFL) | O_NONBLOCK);
+    for (;;) {
+        struct pollfd p[2] = { { .fd = tls_fd, .events = POLLIN },
+                               { .fd = plain_fd, .events = POLLIN } };
+        ssize_t n;
+
+        if (SSL_pending(ssl) == 0 && poll(p, 2, -1) < 0 && errno != EINTR)
+            return;
+        if (SSL_pending(ssl) > 0 || p[0].revents != 0) {
+            int got = SSL_read(ssl, buf, sizeof(buf));
+            int e;
+
+            if (got > 0) {
+                if (!tu_write_all(plain_fd, buf, (size_t)got)) {
+                    bridge_linger(ssl, tls_fd, plain_fd);
+                    return;
+                }
+                continue;
+            }
+            e = SSL_get_error(ssl, got);
+            /* close_notify, EOF or an error: the stream is done with us. */
+            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                return;
+        }
+        if (p[1].revents != 0) {
+            n = read(plain_fd, buf, sizeof(buf));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0 || !ssl_write_all(ssl, tls_fd, buf, (size_t)n)) {
+                bridge_linger(ssl, tls_fd, plain_fd);
+                return;
+            }
+        }
+    }
+}
+
+static void bridge_main(int tls_fd, int plain_fd, const char *alpn) __attribute__((noreturn));
+static void bridge_main(int tls_fd, int plain_fd, const char *alpn)
+{
+    SSL_CTX *ctx;
+    SSL *ssl;
+
+    helper_setup(tls_fd, plain_fd);
+    ctx = client_ctx_new(alpn);
+    if (ctx == NULL)
+        _exit(HELPER_SETUP);
+    ssl = client_connect(ctx, tls_fd);
+    if (ssl == NULL) {
+        SSL_CTX_free(ctx);
+        _exit(HELPER_HANDSHAKE);
+    }
+    bridge_relay(ssl, tls_fd, plain_fd);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    _exit(HELPER_OK);
+}
+
+/* A bridge process: *stream_fd is for pf_iostream_new_tls, *peer is the
+ * test's plaintext end. */
+static pid_t bridge_start(int *stream_fd, int *peer, const char *alpn)
+{
+    int tls[2], plain[2];
+    pid_t pid;
+
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, tls), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, plain), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        bridge_main(tls[1], plain[1], alpn);
+    close(tls[1]);
+    close(plain[1]);
+    *stream_fd = tls[0];
+    *peer = plain[0];
+    return pid;
+}
+
+/* Exit code of a helper (128 + signal if killed), or -1 if it did not end
+ * within timeout_sec (it is killed then). */
+static int helper_wait(pid_t pid, double timeout_sec)
+{
+    int status = 0;
+
+    if (!tu_wait_pid(pid, &status, timeout_sec)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- the server side of the stream tests -------------------------------- */
+
+/* Picks "http/1.1" from the client's list, or no ALPN at all. */
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x08" ALPN_HTTP11;
+    unsigned char *sel;
+
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *server_ctx_new(bool alpn)
+{
+    char errmsg[PF_ERRMSG_SIZE] = "";
+    SSL_CTX *ctx = pf_tls_server_ctx_new(fx.cert, fx.key, errmsg);
+
+    ck_assert_msg(ctx != NULL, "pf_tls_server_ctx_new: %s", errmsg);
+    if (alpn)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
+    return ctx;
+}
+
+/* ---- stream tests: per-test state and helpers ---------------------------- */
+
+/* Per-test state; callbacks reach it with pf_iostream_data(). */
+struct ctx {
+    struct ev_loop *loop;
+    SSL_CTX *server_ctx;
+    struct pf_iostream *s;      /* NULL once the close callback has run */
+    int fd;                     /* the stream's end */
+    int peer;                   /* the test's plaintext end; -1 once closed */
+    pid_t bridge;
+    bool bridge_killed;         /* the test killed it: no exit status to check */
+
+    /* Set around every pf_iostream_* call the test makes: a callback that
+     * runs while it is set ran inside the call. */
+    bool in_call;
+    int reentered;
+
+    int nreads;
+    char *rbuf[MAX_READS];
+    size_t rlen[MAX_READS];
+    int rstatus[MAX_READS];
+    int nwrites;
+    char log[128];              /* 'R' read, 'W' write, 'H' handshake, 'C' close */
+    size_t nlog;
+
+    int nclose;
+    int close_reason;
+    bool closed;
+    bool fd_closed_in_close_cb;
+
+    int nhs;
+    char hs_protocol[32];
+    char hs_cipher[64];
+    char hs_alpn[32];
+    bool hs_alpn_null;
+
+    bool closed_after_close;
+    int rc_after_close[3];
+    const unsigned char *response;  /* what answer_at_eof_cb writes */
+    size_t response_len;
+};
+
+static const char *esc(const char *p, size_t n, char *out, size_t outsz)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && o + 5 < outsz; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '\r') { out[o++] = '\\'; out[o++] = 'r'; }
+        else if (ch == '\n') { out[o++] = '\\'; out[o++] = 'n'; }
+        else if (ch >= 0x20 && ch < 0x7f) out[o++] = (char)ch;
+        else o += (size_t)snprintf(out + o, outsz - o, "\\x%02x", ch);
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static struct ctx *ctx_of(struct pf_iostream *s)
+{
+    return pf_iostream_data(s);
+}
+
+static void note_cb(struct ctx *c, char what)
+{
+    if (c->in_call)
+        c->reentered++;
+    if (c->nlog < sizeof(c->log) - 1)
+        c->log[c->nlog++] = what;
+}
+
+static void record_read(struct ctx *c, const char *buf, size_t len, int status)
+{
+    note_cb(c, 'R');
+    if (c->nreads < MAX_READS) {
+        c->rstatus[c->nreads] = status;
+        c->rbuf[c->nreads] = malloc(len + 1);
+        ck_assert_ptr_nonnull(c->rbuf[c->nreads]);
+        memcpy(c->rbuf[c->nreads], buf, len);
+        c->rbuf[c->nreads][len] = '\0';
+        c->rlen[c->nreads] = len;
+    }
+    c->nreads++;
+}
+
+static void read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    record_read(ctx_of(s), buf, len, status);
+}
+
+static void write_cb(struct pf_iostream *s)
+{
+    struct ctx *c = ctx_of(s);
+
+    note_cb(c, 'W');
+    c->nwrites++;
+}
+
+static void close_cb(struct pf_iostream *s, int reason)
+{
+    struct ctx *c = ctx_of(s);
+
+    note_cb(c, 'C');
+    c->nclose++;
+    c->close_reason = reason;
+    errno = 0;
+    c->fd_closed_in_close_cb = fcntl(c->fd, F_GETFD) == -1 && errno == EBADF;
+    c->closed = true;
+    c->s = NULL;    /* freed once we return */
+}
+
+static void handshake_cb(struct pf_iostream *s, const struct pf_tls_info *info)
+{
+    struct ctx *c = ctx_of(s);
+
+    note_cb(c, 'H');
+    c->nhs++;
+    snprintf(c->hs_protocol, sizeof(c->hs_protocol), "%s",
+             info->protocol ? info->protocol : "(null)");
+    snprintf(c->hs_cipher, sizeof(c->hs_cipher), "%s", info->cipher ? info->cipher : "");
+    c->hs_alpn_null = info->alpn == NULL;
+    snprintf(c->hs_alpn, sizeof(c->hs_alpn), "%.*s",
+             info->alpn ? (int)info->alpn_len : 0, info->alpn ? info->alpn : "");
+}
+
+/* The wrappers mark the span of each call so callbacks can tell whether
+ * they ran inside it. */
+static int t_read_until(struct ctx *c, const char *delim, size_t max_bytes, pf_read_cb cb)
+{
+    bool was = c->in_call;
+    int rc;
+
+    ck_assert_ptr_nonnull(c->s);
+    c->in_call = true;
+    rc = pf_iostream_read_until(c->s, delim, strlen(delim), max_bytes, cb);
+    c->in_call = was;
+    return rc;
+}
+
+static int t_read_bytes(struct ctx *c, size_t n, bool partial, pf_read_cb cb)
+{
+    bool was = c->in_call;
+    int rc;
+
+    ck_assert_ptr_nonnull(c->s);
+    c->in_call = true;
+    rc = pf_iostream_read_bytes(c->s, n, partial, cb);
+    c->in_call = was;
+    return rc;
+}
+
+static int t_read_until_close(struct ctx *c, pf_read_cb cb)
+{
+    bool was = c->in_call;
+    int rc;
+
+    ck_assert_ptr_nonnull(c->s);
+    c->in_call = true;
+    rc = pf_iostream_read_until_close(c->s, cb);
+    c->in_call = was;
+    return rc;
+}
+
+static int t_write(struct ctx *c, const void *buf, size_t len, pf_write_cb cb)
+{
+    bool was = c->in_call;
+    int rc;
+
+    ck_assert_ptr_nonnull(c->s);
+    c->in_call = true;
+    rc = pf_iostream_write(c->s, buf, len, cb);
+    c->in_call = was;
+    return rc;
+}
+
+static int t_wait_for_handshake(struct ctx *c)
+{
+    bool was = c->in_call;
+    int rc;
+
+    ck_assert_ptr_nonnull(c->s);
+    c->in_call = true;
+    rc = pf_iostream_wait_for_handshake(c->s, handshake_cb);
+    c->in_call = was;
+    return rc;
+}
+
+static void t_close(struct ctx *c)
+{
+    bool was = c->in_call;
+
+    ck_assert_ptr_nonnull(c->s);
+    c->in_call = true;
+    pf_iostream_close(c->s);
+    c->in_call = was;
+}
+
+/* A server-side TLS stream behind a bridge whose client offers alpn. */
+static void ctx_init_alpn(struct ctx *c, const struct pf_iostream_options *opt,
+                          const char *alpn, bool server_alpn)
+{
+    memset(c, 0, sizeof(*c));
+    c->loop = ev_loop_new(0);
+    ck_assert_ptr_nonnull(c->loop);
+    c->server_ctx = server_ctx_new(server_alpn);
+    c->bridge = bridge_start(&c->fd, &c->peer, alpn);
+    c->s = pf_iostream_new_tls(c->loop, c->fd, opt, c->server_ctx, true);
+    ck_assert_ptr_nonnull(c->s);
+    pf_iostream_set_data(c->s, c);
+    pf_iostream_set_close_cb(c->s, close_cb);
+}
+
+static void ctx_init(struct ctx *c, const struct pf_iostream_options *opt)
+{
+    ctx_init_alpn(c, opt, NULL, false);
+}
+
+static void run_for(struct ctx *c, double sec)
+{
+    bool never = false;
+
+    tu_run_until(c->loop, &never, sec);
+}
+
+static bool run_until_count(struct ctx *c, const int *count, int target, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+
+    while (*count < target && tu_now() < deadline)
+        run_for(c, 0.01);
+    return *count >= target;
+}
+
+static bool run_until_closed(struct ctx *c, double timeout_sec)
+{
+    return tu_run_until(c->loop, &c->closed, timeout_sec);
+}
+
+/* Closes the stream if the test left it open, ends the bridge and checks it
+ * had nothing to complain about (its handshake verified "localhost"). */
+static void ctx_done(struct ctx *c)
+{
+    int rc;
+
+    if (c->s != NULL) {
+        pf_iostream_close(c->s);
+        ck_assert_msg(run_until_closed(c, WAIT_SEC), "close callback never ran");
+    }
+    if (c->peer >= 0)
+        close(c->peer);
+    c->peer = -1;
+    rc = helper_wait(c->bridge, WAIT_SEC);
+    if (!c->bridge_killed)
+        ck_assert_msg(rc == HELPER_OK, "bridge exit status %d", rc);
+    for (int i = 0; i < c->nreads && i < MAX_READS; i++)
+        free(c->rbuf[i]);
+    c->nreads = 0;
+    SSL_CTX_free(c->server_ctx);
+    ev_loop_destroy(c->loop);
+}
+
+static void peer_write(struct ctx *c, const char *str)
+{
+    ck_assert(tu_write_all(c->peer, str, strlen(str)));
+}
+
+static void peer_close(struct ctx *c)
+{
+    close(c->peer);
+    c->peer = -1;
+}
+
+/* Reads the peer's end while the loop runs; returns the bytes read. */
+static size_t read_peer_while_running(struct ctx *c, void *buf, size_t len, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+    size_t got = 0;
+
+    while (got < len && tu_now() < deadline) {
+        ssize_t n = recv(c->peer, (char *)buf + got, len - got, MSG_DONTWAIT);
+
+        if (n > 0)
+            got += (size_t)n;
+        else if (n == 0)
+            break;
+        else
+            run_for(c, 0.002);
+    }
+    return got;
+}
+
+/* Nothing beyond what the test read arrives while the loop runs a while. */
+static void assert_peer_gets_nothing_more(struct ctx *c)
+{
+    char ch;
+    ssize_t n;
+
+    run_for(c, SETTLE_SEC);
+    n = recv(c->peer, &ch, 1, MSG_DONTWAIT);
+    ck_assert_msg(n < 0 && errno == EAGAIN, "peer got more: recv %zd", n);
+}
+
+/* True once the peer's end reads EOF (within timeout_sec, loop running). */
+static bool peer_sees_eof(struct ctx *c, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+    char ch;
+
+    while (tu_now() < deadline) {
+        ssize_t n = recv(c->peer, &ch, 1, MSG_DONTWAIT);
+
+        if (n == 0)
+            return true;
+        if (n > 0)
+            return false;
+        run_for(c, 0.01);
+    }
+    return false;
+}
+
+/* The bridge is a client like any other: once it is gone (killed), all that
+ * is left in the stream's socket is what it wrote before. */
+static void bridge_kill(struct ctx *c)
+{
+    kill(c->bridge, SIGKILL);
+    ck_assert_int_eq(helper_wait(c->bridge, WAIT_SEC), 128 + SIGKILL);
+    c->bridge_killed = true;
+}
+
+#define ASSERT_READ(c, i, want) assert_read((c), (i), (want), sizeof(want) - 1)
+
+static void assert_read(const struct ctx *c, int i, const char *want, size_t wlen)
+{
+    char a[256], b[256];
+
+    ck_assert_int_gt(c->nreads, i);
+    ck_assert_msg(c->rstatus[i] == 0, "read %d: status %d", i, c->rstatus[i]);
+    ck_assert_msg(c->rlen[i] == wlen && memcmp(c->rbuf[i], want, wlen) == 0,
+                  "read %d: got %zu bytes \"%s\", want %zu bytes \"%s\"", i,
+                  c->rlen[i], esc(c->rbuf[i], c->rlen[i], a, sizeof(a)),
+                  wlen, esc(want, wlen, b, sizeof(b)));
+}
+
+static void assert_no_reentry(const struct ctx *c)
+{
+    ck_assert_msg(c->reentered == 0,
+                  "%d callback(s) ran inside a pf_iostream_* call (log \"%s\")",
+                  c->reentered, c->log);
+}
+
+static void assert_closed_once(const struct ctx *c, int reason)
+{
+    ck_assert_msg(c->nclose == 1, "close callback ran %d times", c->nclose);
+    ck_assert_msg(c->close_reason == reason, "close reason %d (%s), want %d (%s)",
+                  c->close_reason, strerror(-c->close_reason), reason, strerror(-reason));
+    ck_assert_msg(c->fd_closed_in_close_cb, "fd %d still open in the close callback", c->fd);
+}
+
+/* ---- server contexts --------------------------------------------------- */
+
+START_TEST(test_server_ctx_new_loads_matching_certificate_and_key)
+{
+    char errmsg[PF_ERRMSG_SIZE] = "";
+    char cn[64] = "";
+    SSL_CTX *ctx = pf_tls_server_ctx_new(fx.cert, fx.key, errmsg);
+    X509 *x;
+
+    ck_assert_msg(ctx != NULL, "pf_tls_server_ctx_new(%s, %s): %s", fx.cert, fx.key, errmsg);
+    x = SSL_CTX_get0_certificate(ctx);
+    ck_assert_ptr_nonnull(x);
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn));
+    ck_assert_str_eq(cn, "localhost");
+    ck_assert_int_eq(SSL_CTX_get_min_proto_version(ctx), TLS1_2_VERSION);
+    SSL_CTX_free(ctx);
+}
+END_TEST
+
+/* Asserts that loading (cert, key) fails with a message holding every
+ * string of want (NULL-terminated) and, if any is given, one of reasons. */
+static void assert_ctx_fails(const char *cert, const char *key, const char *const *want,
+                             const char *const *reasons)
+{
+    char errmsg[PF_ERRMSG_SIZE];
+    SSL_CTX *ctx;
+    bool reason_found = reasons == NULL;
+
+    memset(errmsg, 0, sizeof(errmsg));
+    ctx = pf_tls_server_ctx_new(cert, key, errmsg);
+    ck_assert_msg(ctx == NULL, "pf_tls_server_ctx_new(%s, %s) succeeded", cert, key);
+    for (int i = 0; want[i] != NULL; i++)
+        ck_assert_msg(strstr(errmsg, want[i]) != NULL, "\"%s\" lacks \"%s\"", errmsg, want[i]);
+    for (int i = 0; reasons != NULL && reasons[i] != NULL; i++)
+        reason_found = reason_found || strstr(errmsg, reasons[i]) != NULL;
+    ck_assert_msg(reason_found, "\"%s\" gives no reason", errmsg);
+    /* Nothing left for the caller's next SSL_get_error to trip on. */
+    ck_assert_msg(ERR_peek_error() == 0, "OpenSSL error queue left non-empty: %s",
+                  ERR_reason_error_string(ERR_peek_error()));
+}
+
+/* OpenSSL's words for "the file is not there". */
+static const char *const missing_reasons[] = { "system lib", "No such file", "no such file",
+                                               NULL };
+
+START_TEST(test_server_ctx_new_missing_certificate_names_path_and_reason)
+{
+    const char *want[] = { "c-missing.pem", NULL };
+
+    assert_ctx_fails(fx.missing_cert, fx.key, want, missing_reasons);
+}
+END_TEST
+
+START_TEST(test_server_ctx_new_missing_key_names_path_and_reason)
+{
+    const char *want[] = { "k-missing.pem", NULL };
+
+    assert_ctx_fails(fx.cert, fx.missing_key, want, missing_reasons);
+}
+END_TEST
+
+/* _i == 0: a garbage certificate; 1: the same file as the key. */
+START_TEST(test_server_ctx_new_garbage_pem_names_file)
+{
+    const char *want[] = { "garbage.pem", ": ", NULL };
+    char errmsg[PF_ERRMSG_SIZE] = "";
+    const char *after;
+
+    assert_ctx_fails(_i == 0 ? fx.garbage : fx.cert, _i == 0 ? fx.key : fx.garbage, want,
+                     NULL);
+    /* And a reason after the name, not just the name. */
+    ck_assert_ptr_null(pf_tls_server_ctx_new(_i == 0 ? fx.garbage : fx.cert,
+                                             _i == 0 ? fx.key : fx.garbage, errmsg));
+    after = strstr(errmsg, "garbage.pem: ");
+    ck_assert_msg(after != NULL && strlen(after) > strlen("garbage.pem: "),
+                  "\"%s\": no reason after the file name", errmsg);
+    ERR_clear_error();
+}
+END_TEST
+
+START_TEST(test_server_ctx_new_key_of_another_certificate_does_not_match)
+{
+    const char *want[] = { "does not match", "k-other.pem", NULL };
+
+    assert_ctx_fails(fx.cert, fx.other_key, want, NULL);
+}
+END_TEST
+
+static void ignore_stream_cb(struct pf_tcp_server *srv, struct pf_iostream *s,
+                             const struct sockaddr *peer, socklen_t len)
+{
+    (void)srv;
+    (void)peer;
+    (void)len;
+    pf_iostream_close(s);
+}
+
+START_TEST(test_set_tls_with_missing_certificate_returns_einval_and_names_it)
+{
+    struct ev_loop *loop = ev_loop_new(0);
+    struct pf_tcp_server *srv = pf_tcp_server_new(loop, ignore_stream_cb, NULL);
+    struct pf_tls_options tls = { .certificate = fx.missing_cert, .key = fx.key };
+    char errmsg[PF_ERRMSG_SIZE] = "";
+
+    ck_assert_ptr_nonnull(srv);
+    ck_assert_int_eq(pf_tcp_server_set_tls(srv, &tls, errmsg), -EINVAL);
+    ck_assert_msg(strstr(errmsg, "c-missing.pem") != NULL, "errmsg \"%s\"", errmsg);
+    pf_tcp_server_free(srv);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
+/* ---- the plain-stream behaviours, over TLS ------------------------------ */
+
+START_TEST(test_tls_read_until_finds_delimiter_split_across_writes_and_keeps_rest)
+{
+    struct ctx c;
+
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 0, read_cb), 0);
+    /* Each write gets the loop's time to travel alone: one TLS record each. */
+    peer_write(&c, "GET / HT");
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 0);
+    peer_write(&c, "TP/1.1\r\n\r");
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 0);
+    peer_write(&c, "\nrest");
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 1);
+    ASSERT_READ(&c, 0, "GET / HTTP/1.1\r\n\r\n");
+
+    ck_assert_int_eq(t_read_bytes(&c, 4, false, read_cb), 0);
+    ck_assert(run_until_count(&c, &c.nreads, 2, WAIT_SEC));
+    ASSERT_READ(&c, 1, "rest");
+    ck_assert_int_eq(c.nclose, 0);
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+START_TEST(test_tls_read_bytes_exact_across_writes_then_partial)
+{
+    struct ctx c;
+
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_read_bytes(&c, 10, false, read_cb), 0);
+    peer_write(&c, "01234");
+    run_for(&c, SETTLE_SEC);
+    ck_assert_msg(c.nreads == 0, "read_bytes(10) completed with 5 bytes");
+    peer_write(&c, "56789abc");
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    ASSERT_READ(&c, 0, "0123456789");
+
+    /* Partial: whatever is there, 1..n bytes. */
+    ck_assert_int_eq(t_read_bytes(&c, 100, true, read_cb), 0);
+    ck_assert(run_until_count(&c, &c.nreads, 2, WAIT_SEC));
+    ASSERT_READ(&c, 1, "abc");
+    ck_assert_int_eq(t_read_bytes(&c, 100, true, read_cb), 0);
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 2);
+    peer_write(&c, "xy");
+    ck_assert(run_until_count(&c, &c.nreads, 3, WAIT_SEC));
+    ASSERT_READ(&c, 2, "xy");
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+START_TEST(test_tls_read_until_close_gets_all_bytes_then_close_reason_0)
+{
+    struct ctx c;
+
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
+    peer_write(&c, "first part, ");
+    run_for(&c, SETTLE_SEC);
+    peer_write(&c, "second part");
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 0);
+    /* The bridge turns this into close_notify. */
+    peer_close(&c);
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 1);
+    ASSERT_READ(&c, 0, "first part, second part");
+    ck_assert_str_eq(c.log, "RC");
+    assert_closed_once(&c, 0);
+    ctx_done(&c);
+}
+END_TEST
+
+/* Writes the response once the request has been read to EOF. */
+static void answer_at_eof_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    struct ctx *c = ctx_of(s);
+
+    record_read(c, buf, len, status);
+    ck_assert_int_eq(t_write(c, c->response, c->response_len, write_cb), 0);
+}
+
+/* A client that sends its request, then close_notify (a half-close), still
+ * gets the answer written after the stream saw EOF, then EOF. */
+START_TEST(test_tls_half_closed_peer_still_gets_answer_written_after_eof)
+{
+    const size_t len = 256 * 1024;
+    unsigned char *want = malloc(len), *got = malloc(len + 1);
+    struct ctx c;
+
+    ck_assert(want != NULL && got != NULL);
+    fill_pattern(want, 0, len);
+    ctx_init(&c, NULL);
+    c.response = want;
+    c.response_len = len;
+    ck_assert_int_eq(t_read_until_close(&c, answer_at_eof_cb), 0);
+    peer_write(&c, "request");
+    ck_assert_int_eq(shutdown(c.peer, SHUT_WR), 0);
+    ck_assert_uint_eq(read_peer_while_running(&c, got, len + 1, WAIT_SEC), len);
+    ck_assert_msg(memcmp(got, want, len) == 0, "answer differs at byte %zu",
+                  first_difference(got, want, len));
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    ASSERT_READ(&c, 0, "request");
+    ck_assert_str_eq(c.log, "RWC");
+    assert_closed_once(&c, 0);
+    ctx_done(&c);
+    free(want);
+    free(got);
+}
+END_TEST
+
+START_TEST(test_tls_large_write_reaches_peer_in_order_and_calls_back_once_from_loop)
+{
+    unsigned char *big = malloc(LARGE_WRITE_BYTES), *got = malloc(LARGE_WRITE_BYTES + 1);
+    struct ctx c;
+    size_t n;
+
+    ck_assert(big != NULL && got != NULL);
+    fill_pattern(big, 0, LARGE_WRITE_BYTES);
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_write(&c, big, LARGE_WRITE_BYTES, write_cb), 0);
+    /* The stream copied what it kept: our buffer is ours again. */
+    memset(big, 0, LARGE_WRITE_BYTES);
+    ck_assert_int_eq(c.nwrites, 0);
+    n = read_peer_while_running(&c, got, LARGE_WRITE_BYTES, 10.0);
+    ck_assert_msg(n == LARGE_WRITE_BYTES, "peer got %zu of %u bytes", n, LARGE_WRITE_BYTES);
+    assert_peer_gets_nothing_more(&c);
+    fill_pattern(big, 0, LARGE_WRITE_BYTES);
+    ck_assert_msg(memcmp(got, big, LARGE_WRITE_BYTES) == 0, "peer got a wrong byte at %zu",
+                  first_difference(got, big, LARGE_WRITE_BYTES));
+    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nwrites, 1);
+    ck_assert(!pf_iostream_writing(c.s));
+    ck_assert_int_eq(c.nclose, 0);
+    assert_no_reentry(&c);
+    ctx_done(&c);
+    free(big);
+    free(got);
+}
+END_TEST
+
+START_TEST(test_tls_writev_sends_buffers_in_order_even_when_queued)
+{
+    static unsigned char big[2u << 20];
+    static unsigned char got[(2u << 20) + 10];
+    struct iovec iov[3] = {
+        { .iov_base = "head:", .iov_len = 5 },
+        { .iov_base = big, .iov_len = sizeof(big) },
+        { .iov_base = ":tail", .iov_len = 5 },
+    };
+    struct ctx c;
+
+    fill_pattern(big, 0, sizeof(big));
+    ctx_init(&c, NULL);
+    /* After the handshake, so that the first buffers go out at once. */
+    ck_assert_int_eq(t_wait_for_handshake(&c), 0);
+    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    c.in_call = true;
+    ck_assert_int_eq(pf_iostream_writev(c.s, iov, 3, write_cb), 0);
+    c.in_call = false;
+    ck_assert_uint_eq(read_peer_while_running(&c, got, sizeof(got), 10.0), sizeof(got));
+    assert_peer_gets_nothing_more(&c);
+    ck_assert(memcmp(got, "head:", 5) == 0);
+    ck_assert_msg(memcmp(got + 5, big, sizeof(big)) == 0, "body differs at byte %zu",
+                  first_difference(got + 5, big, sizeof(big)));
+    ck_assert(memcmp(got + 5 + sizeof(big), ":tail", 5) == 0);
+    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+/* Before the handshake (queued until it is done) and after it (sent at
+ * once): the callback always comes from the loop. */
+START_TEST(test_tls_write_cb_never_fires_inside_write)
+{
+    char buf[16];
+    struct ctx c;
+
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_write(&c, "early\n", 6, write_cb), 0);
+    ck_assert_int_eq(c.nwrites, 0);
+    ck_assert_uint_eq(read_peer_while_running(&c, buf, 6, WAIT_SEC), 6);
+    ck_assert(memcmp(buf, "early\n", 6) == 0);
+    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(t_write(&c, "late\n", 5, write_cb), 0);
+        ck_assert_msg(c.nwrites == 1 + i, "write callback ran inside pf_iostream_write");
+        ck_assert(run_until_count(&c, &c.nwrites, 2 + i, WAIT_SEC));
+    }
+    ck_assert_uint_eq(read_peer_while_running(&c, buf, 15, WAIT_SEC), 15);
+    ck_assert(memcmp(buf, "late\nlate\nlate\n", 15) == 0);
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+START_TEST(test_tls_read_until_over_max_buffer_closes_stream_with_enobufs)
+{
+    struct pf_iostream_options opt = { .max_buffer_size = 1024 };
+    char data[4096];
+    struct ctx c;
+
+    memset(data, 'a', sizeof(data));
+    ctx_init(&c, &opt);
+    ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 0, read_cb), 0);
+    ck_assert(tu_write_all(c.peer, data, sizeof(data)));
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    assert_closed_once(&c, -ENOBUFS);
+    ck_assert_int_eq(c.nreads, 0);
+    /* The bridge saw the stream go: so does the peer. */
+    ck_assert(peer_sees_eof(&c, WAIT_SEC));
+    ctx_done(&c);
+}
+END_TEST
+
+static void close_in_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    struct ctx *c = ctx_of(s);
+
+    record_read(c, buf, len, status);
+    t_close(c);
+    c->closed_after_close = pf_iostream_closed(s);
+    c->rc_after_close[0] = t_read_until(c, HTTP_DELIM, 0, read_cb);
+    c->rc_after_close[1] = t_read_bytes(c, 1, false, read_cb);
+    c->rc_after_close[2] = t_write(c, "x", 1, write_cb);
+    t_close(c);     /* idempotent */
+}
+
+START_TEST(test_tls_close_from_read_cb_closes_once_and_drops_buffered_data)
+{
+    struct ctx c;
+
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 0, close_in_read_cb), 0);
+    /* The second request stays buffered when the callback closes. */
+    peer_write(&c, "a\r\n\r\nb\r\n\r\n");
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 1);
+    ASSERT_READ(&c, 0, "a\r\n\r\n");
+    ck_assert_str_eq(c.log, "RC");
+    assert_closed_once(&c, 0);
+    ck_assert(c.closed_after_close);
+    ck_assert_int_eq(c.rc_after_close[0], -EPIPE);
+    ck_assert_int_eq(c.rc_after_close[1], -EPIPE);
+    ck_assert_int_eq(c.rc_after_close[2], -EPIPE);
+    ck_assert_int_eq(c.nwrites, 0);
+    ck_assert(peer_sees_eof(&c, WAIT_SEC));
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+/* sendfile cannot encrypt: the TLS stream reads the file and writes it
+ * through TLS. The peer gets the head, then exactly the range. */
+START_TEST(test_tls_sendfile_sends_head_then_file_range_and_borrows_file)
+{
+    const size_t file_len = (1u << 20) + 333;
+    const off_t off = 100;
+    const size_t len = file_len - 200;
+    char path[PATH_MAX];
+    unsigned char *data = malloc(file_len), *got = malloc(len + 6);
+    struct ctx c;
+    int fd;
+
+    ck_assert(data != NULL && got != NULL);
+    snprintf(path, sizeof(path), "%s/sendfile.%d", fx.dir, (int)getpid());
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    fill_pattern(data, 0, file_len);
+    ck_assert(tu_write_all(fd, data, file_len));
+    ctx_init(&c, NULL);
+    c.in_call = true;
+    ck_assert_int_eq(pf_iostream_sendfile(c.s, "HEAD:", 5, fd, off, len, write_cb), 0);
+    c.in_call = false;
+    ck_assert_uint_eq(read_peer_while_running(&c, got, len + 5, 10.0), len + 5);
+    assert_peer_gets_nothing_more(&c);
+    ck_assert(memcmp(got, "HEAD:", 5) == 0);
+    ck_assert_msg(memcmp(got + 5, data + off, len) == 0, "file range differs at byte %zu",
+                  first_difference(got + 5, data + off, len));
+    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    assert_no_reentry(&c);
+    /* Borrowed: still open and still ours. */
+    ck_assert_int_eq(close(fd), 0);
+    ctx_done(&c);
+    free(data);
+    free(got);
+}
+END_TEST
+
+/* A read and a write started before the handshake wait for it. */
+START_TEST(test_tls_read_and_write_started_before_handshake_wait_for_it)
+{
+    char buf[8];
+    struct ctx c;
+
+    ctx_init(&c, NULL);
+    ck_assert(!pf_iostream_tls_info(c.s, &(struct pf_tls_info){ 0 }));
+    ck_assert_int_eq(t_read_until(&c, "\n", 0, read_cb), 0);
+    ck_assert_int_eq(t_write(&c, "hello\n", 6, write_cb), 0);
+    peer_write(&c, "ping\n");
+    ck_assert_uint_eq(read_peer_while_running(&c, buf, 6, WAIT_SEC), 6);
+    ck_assert(memcmp(buf, "hello\n", 6) == 0);
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    ASSERT_READ(&c, 0, "ping\n");
+    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+/* The client vanished (no close_notify, socket gone) while the stream
+ * writes: an error, never a SIGPIPE that kills the server. */
+START_TEST(test_tls_write_after_peer_vanished_closes_stream_without_sigpipe)
+{
+    const size_t len = 1024 * 1024;
+    unsigned char *buf = calloc(1, len);
+    struct ctx c;
+    int rc;
+
+    ck_assert_ptr_nonnull(buf);
+    signal(SIGPIPE, SIG_DFL);
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_wait_for_handshake(&c), 0);
+    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    bridge_kill(&c);
+    rc = t_write(&c, buf, len, write_cb);
+    ck_assert_msg(rc == 0 || rc == -EPIPE, "write returned %d", rc);
+    free(buf);
+    if (c.s != NULL && !pf_iostream_closed(c.s))
+        ck_assert_int_eq(t_write(&c, "more", 4, write_cb), 0);
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    ck_assert_int_eq(c.nclose, 1);
+    ck_assert_int_eq(c.nwrites, 0);
+    ck_assert_msg(c.close_reason == -EPIPE || c.close_reason == -ECONNRESET,
+                  "close reason %d (%s)", c.close_reason, strerror(-c.close_reason));
+    ck_assert(c.fd_closed_in_close_cb);
+    ctx_done(&c);
+}
+END_TEST
+
+/* The client sent its request and close_notify, then went away before the
+ * stream answered with its own close_notify: the request is read, the
+ * stream closes with reason 0, and its close_notify into the dead socket
+ * raises no SIGPIPE. */
+START_TEST(test_tls_close_notify_from_vanished_peer_closes_stream_without_sigpipe)
+{
+    struct ctx c;
+
+    signal(SIGPIPE, SIG_DFL);
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_wait_for_handshake(&c), 0);
+    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    peer_write(&c, "bye");
+    run_for(&c, SETTLE_SEC);    /* the bridge relays while the loop runs */
+    peer_close(&c);
+    /* The bridge sends close_notify and lingers for ours: kill it once its
+     * close_notify is on the way, i.e. after the loop had a moment. */
+    usleep(200 * 1000);
+    bridge_kill(&c);
+    ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    ck_assert_int_eq(c.nreads, 1);
+    ASSERT_READ(&c, 0, "bye");
+    assert_closed_once(&c, 0);
+    ctx_done(&c);
+}
+END_TEST
+
+/* The client sent its last bytes and went away without close_notify, as
+ * many HTTP clients do: for read_until_close that is the end of the data,
+ * as on a plain stream (tls_internal.h: "0: EOF (close_notify, or the peer
+ * just went away)"). */
+START_TEST(test_tls_peer_gone_without_close_notify_ends_read_until_close_like_eof)
+{
+    struct ctx c;
+
+    signal(SIGPIPE, SIG_DFL);
+    ctx_init(&c, NULL);
+    ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
+    peer_write(&c, "last words");
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nreads, 0);
+    bridge_kill(&c);
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    ck_assert_msg(c.nreads == 1, "read_until_close never completed (close reason %d, %s)",
+                  c.close_reason, strerror(-c.close_reason));
+    ASSERT_READ(&c, 0, "last words");
+    assert_closed_once(&c, 0);
+    ctx_done(&c);
+}
+END_TEST
+
+/* ---- handshake facts -------------------------------------------------- */
+
+START_TEST(test_wait_for_handshake_runs_once_from_loop_with_tls13_cipher_and_alpn)
+{
+    struct pf_tls_info info = { 0 };
+    struct ctx c;
+
+    ctx_init_alpn(&c, NULL, ALPN_HTTP11, true);
+    ck_assert_msg(!pf_iostream_tls_info(c.s, &info), "tls_info true before the handshake");
+    ck_assert_int_eq(t_wait_for_handshake(&c), 0);
+    ck_assert_int_eq(c.nhs, 0);
+    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nhs, 1);
+    ck_assert_str_eq(c.hs_protocol, "TLSv1.3");
+    ck_assert_msg(c.hs_cipher[0] != '\0', "no cipher");
+    ck_assert_msg(!c.hs_alpn_null, "no ALPN, want \"%s\"", ALPN_HTTP11);
+    ck_assert_str_eq(c.hs_alpn, ALPN_HTTP11);
+
+    ck_assert_msg(pf_iostream_tls_info(c.s, &info), "tls_info false after the handshake");
+    ck_assert_str_eq(info.protocol, "TLSv1.3");
+    ck_assert_str_eq(info.cipher, c.hs_cipher);
+    ck_assert_uint_eq(info.alpn_len, strlen(ALPN_HTTP11));
+    ck_assert(memcmp(info.alpn, ALPN_HTTP11, info.alpn_len) == 0);
+
+    /* Done already: the callback still comes from the loop, once. */
+    ck_assert_int_eq(t_wait_for_handshake(&c), 0);
+    ck_assert_int_eq(c.nhs, 1);
+    ck_assert(run_until_count(&c, &c.nhs, 2, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nhs, 2);
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+/* _i == 0: the client offers no ALPN; 1: it offers one the server (which
+ * has no select callback) does not take. */
+START_TEST(test_wait_for_handshake_reports_no_alpn_when_none_chosen)
+{
+    struct pf_tls_info info = { 0 };
+    struct ctx c;
+
+    ctx_init_alpn(&c, NULL, _i == 0 ? NULL : ALPN_HTTP11, false);
+    ck_assert_int_eq(t_wait_for_handshake(&c), 0);
+    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    ck_assert_str_eq(c.hs_protocol, "TLSv1.3");
+    ck_assert_msg(c.hs_alpn_null, "ALPN \"%s\" with none chosen", c.hs_alpn);
+    ck_assert(pf_iostream_tls_info(c.s, &info));
+    ck_assert_ptr_null(info.alpn);
+    ck_assert_uint_eq(info.alpn_len, 0);
+    ctx_done(&c);
+}
+END_TEST
+
+START_TEST(test_wait_for_handshake_on_plain_stream_einval_and_on_closed_stream_epipe)
+{
+    struct ev_loop *loop = ev_loop_new(0);
+    struct pf_tls_info info;
+    struct pf_iostream *s;
+    struct ctx c;
+    int sv[2];
+
+    ck_assert_ptr_nonnull(loop);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    s = pf_iostream_new(loop, sv[0], NULL);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(pf_iostream_wait_for_handshake(s, handshake_cb), -EINVAL);
+    ck_assert(!pf_iostream_tls_info(s, &info));
+    pf_iostream_close(s);
+    {
+        bool never = false;
+        tu_run_until(loop, &never, SETTLE_SEC);
+    }
+    close(sv[1]);
+    ev_loop_destroy(loop);
+
+    ctx_init(&c, NULL);
+    t_close(&c);
+    ck_assert_int_eq(t_wait_for_handshake(&c), -EPIPE);
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nhs, 0);
+    /* The bridge's handshake failed: nothing to check there. */
+    c.bridge_killed = true;
+    ctx_done(&c);
+}
+END_TEST
+
+/* ---- servers ----------------------------------------------------------- */
+
+struct srv_state;
+
+/* One accepted stream. */
+struct conn {
+    struct srv_state *st;
+    int index;
+    bool closed;
+    int reason;
+    double close_time;
+    int nhs;
+    char alpn[32];
+};
+
+struct srv_state {
+    struct ev_loop *loop;
+    struct pf_tcp_server *srv;
+    SSL_CTX *own_ctx;           /* test 5: the caller's context (our reference) */
+    unsigned port;
+    int naccepted;
+    int nclosed;
+    struct conn conns[MAX_CONNS];
+    ev_timer ticker;            /* the loop's heartbeat */
+    double last_tick, max_gap;
+    int fds_before;
+};
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct srv_state *st = container_of(w, struct srv_state, ticker);
+    double now = tu_now();
+
+    (void)loop;
+    (void)revents;
+    if (now - st->last_tick > st->max_gap)
+        st->max_gap = now - st->last_tick;
+    st->last_tick = now;
+}
+
+static void srv_echo_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
+{
+    if (status != 0)
+        return;
+    if (pf_iostream_write(s, buf, len, NULL) == 0)
+        pf_iostream_read_bytes(s, 65536, true, srv_echo_read_cb);
+}
+
+static void srv_handshake_cb(struct pf_iostream *s, const struct pf_tls_info *info)
+{
+    struct conn *cn = pf_iostream_data(s);
+
+    cn->nhs++;
+    snprintf(cn->alpn, sizeof(cn->alpn), "%.*s", info->alpn ? (int)info->alpn_len : 0,
+             info->alpn ? info->alpn : "");
+}
+
+static void srv_close_cb(struct pf_iostream *s, int reason)
+{
+    struct conn *cn = pf_iostream_data(s);
+
+    cn->closed = true;
+    cn->reason = reason;
+    cn->close_time = tu_now();
+    cn->st->nclosed++;
+}
+
+/* An echo service that also records each stream's handshake and close. */
+static void srv_stream_cb(struct pf_tcp_server *srv, struct pf_iostream *s,
+                          const struct sockaddr *peer, socklen_t len)
+{
+    struct srv_state *st = pf_tcp_server_data(srv);
+    struct conn *cn;
+
+    (void)peer;
+    (void)len;
+    ck_assert_int_lt(st->naccepted, MAX_CONNS);
+    cn = &st->conns[st->naccepted];
+    cn->st = st;
+    cn->index = st->naccepted++;
+    pf_iostream_set_data(s, cn);
+    pf_iostream_set_close_cb(s, srv_close_cb);
+    ck_assert_int_eq(pf_iostream_wait_for_handshake(s, srv_handshake_cb), 0);
+    ck_assert_int_eq(pf_iostream_read_bytes(s, 65536, true, srv_echo_read_cb), 0);
+}
+
+/* A TLS echo server on 127.0.0.1:<any>, from the suite's files or from ctx. */
+static void srv_start(struct srv_state *st, SSL_CTX *ctx, double handshake_timeout_sec)
+{
+    struct pf_tls_options tls = { .certificate = fx.cert, .key = fx.key, .ctx = ctx,
+                                  .handshake_timeout_sec = handshake_timeout_sec };
+    char errmsg[PF_ERRMSG_SIZE] = "";
+    size_t n;
+    const int *fds;
+
+    memset(st, 0, sizeof(*st));
+    st->fds_before = tu_fd_count();
+    st->loop = ev_loop_new(0);
+    ck_assert_ptr_nonnull(st->loop);
+    st->srv = pf_tcp_server_new(st->loop, srv_stream_cb, NULL);
+    ck_assert_ptr_nonnull(st->srv);
+    pf_tcp_server_set_data(st->srv, st);
+    ck_assert_msg(pf_tcp_server_set_tls(st->srv, &tls, errmsg) == 0, "set_tls: %s", errmsg);
+    ck_assert_msg(pf_tcp_server_listen(st->srv, 0, "127.0.0.1", errmsg) == 0, "listen: %s",
+                  errmsg);
+    fds = pf_tcp_server_sockets(st->srv, &n);
+    ck_assert_uint_eq(n, 1);
+    st->port = tu_local_port(fds[0]);
+    ck_assert_uint_ne(st->port, 0);
+    ev_timer_init(&st->ticker, tick_cb, TICK_SEC, TICK_SEC);
+    ev_timer_start(st->loop, &st->ticker);
+    st->last_tick = tu_now();
+}
+
+static void srv_run_for(struct srv_state *st, double sec)
+{
+    bool never = false;
+
+    tu_run_until(st->loop, &never, sec);
+}
+
+static bool srv_run_until_count(struct srv_state *st, const int *count, int target,
+                                double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+
+    while (*count < target && tu_now() < deadline)
+        srv_run_for(st, 0.005);
+    return *count >= target;
+}
+
+/* Closes what is left, frees the server and checks no fd stayed open. */
+static void srv_done(struct srv_state *st)
+{
+    struct pf_tcp_server_stats stats;
+
+    pf_tcp_server_close_streams(st->srv);
+    ck_assert(srv_run_until_count(st, &st->nclosed, st->naccepted, WAIT_SEC));
+    pf_tcp_server_stats(st->srv, &stats);
+    ck_assert_uint_eq(stats.active, 0);
+    pf_tcp_server_free(st->srv);
+    ev_timer_stop(st->loop, &st->ticker);
+    ev_loop_destroy(st->loop);
+    ck_assert_int_eq(tu_fd_count(), st->fds_before);
+}
+
+static void assert_loop_never_blocked(const struct srv_state *st)
+{
+    ck_assert_msg(st->max_gap < MAX_TICK_GAP_SEC, "the loop stalled for %.3f s", st->max_gap);
+}
+
+/* A blocking OpenSSL client in a child: sends a message, wants it echoed
+ * and, if alpn is given, that the server chose it. Exits with a helper_exit. */
+static pid_t spawn_tls_echo_client(unsigned port, const char *alpn)
+{
+    pid_t pid = fork();
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        static const char msg[] = "hello over TLS\n";
+        struct timeval tv = { .tv_sec = 3 };
+        char back[sizeof(msg)];
+        const unsigned char *chosen = NULL;
+        unsigned chosen_len = 0;
+        size_t got = 0;
+        SSL_CTX *ctx;
+        SSL *ssl;
+        int fd = tu_connect_tcp("127.0.0.1", port);
+
+        if (fd < 0)
+            _exit(HELPER_SETUP);
+        helper_setup(fd, fd);
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if ((ctx = client_ctx_new(alpn)) == NULL)
+            _exit(HELPER_SETUP);
+        if ((ssl = client_connect(ctx, fd)) == NULL)
+            _exit(HELPER_HANDSHAKE);
+        if (SSL_write(ssl, msg, (int)sizeof(msg) - 1) != (int)sizeof(msg) - 1)
+            _exit(HELPER_ECHO);
+        while (got < sizeof(msg) - 1) {
+            int n = SSL_read(ssl, back + got, (int)(sizeof(msg) - 1 - got));
+            if (n <= 0)
+                _exit(HELPER_ECHO);
+            got += (size_t)n;
+        }
+        if (memcmp(back, msg, sizeof(msg) - 1) != 0)
+            _exit(HELPER_ECHO);
+        SSL_get0_alpn_selected(ssl, &chosen, &chosen_len);
+        if (alpn != NULL && (chosen_len != strlen(alpn) || memcmp(chosen, alpn, chosen_len)))
+            _exit(HELPER_ALPN);
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+        _exit(HELPER_OK);
+    }
+    return pid;
+}
+
+/* Serves until the child exits; its helper_wait-style status, -1 on timeout. */
+static int serve_until_child_exits(struct srv_state *st, pid_t pid, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+    int status;
+
+    while (tu_now() < deadline) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        srv_run_for(st, 0.005);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* A real ClientHello, as OpenSSL's client first sends it. */
+static size_t capture_client_hello(unsigned char *buf, size_t cap)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl;
+    int sv[2];
+    ssize_t n;
+
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    ssl = SSL_new(ctx);
+    ck_assert_ptr_nonnull(ssl);
+    ck_assert_int_eq(SSL_set_fd(ssl, sv[0]), 1);
+    SSL_set_tlsext_host_name(ssl, "localhost");
+    ck_assert_int_eq(SSL_connect(ssl), -1);     /* wants the ServerHello */
+    n = read(sv[1], buf, cap);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    close(sv[0]);
+    close(sv[1]);
+    ck_assert_int_gt(n, 100);
+    ck_assert_int_eq(buf[0], 0x16);     /* a handshake record */
+    return (size_t)n;
+}
+
+/* Serves until fd reads EOF or an error (the server closed on us); returns
+ * the time that happened, or -1 after timeout_sec. Bytes the server sends
+ * first (an alert) are skipped. */
+static double serve_until_client_sees_close(struct srv_state *st, int fd, double timeout_sec)
+{
+    double deadline = tu_now() + timeout_sec;
+    char buf[512];
+
+    while (tu_now() < deadline) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return tu_now();
+        if (n < 0)
+            srv_run_for(st, 0.005);
+    }
+    return -1;
+}
+
+static int connect_client(struct srv_state *st)
+{
+    int fd = tu_connect_tcp("127.0.0.1", st->port);
+
+    ck_assert_msg(fd >= 0, "connect: %s", strerror(-fd));
+    return fd;
+}
+
+/* Waits for the server to take connection number index (0-based). */
+static void serve_until_accepted(struct srv_state *st, int index)
+{
+    ck_assert_msg(srv_run_until_count(st, &st->naccepted, index + 1, WAIT_SEC),
+                  "connection %d never accepted", index);
+}
+
+/* Closing with SO_LINGER 0 sends RST. */
+static void reset_close(int fd)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    close(fd);
+}
+
+enum bad_client { BAD_PLAINTEXT_HTTP, BAD_TRUNCATED_HELLO, BAD_SILENT, BAD_HALF_HELLO_RESET };
+
+static const char *const bad_client_names[] = {
+    "plaintext HTTP", "truncated ClientHello", "silent client", "half ClientHello, then RST",
+};
+
+/* One bad client, against a server with a 0.5 s handshake timeout; then a
+ * good client still gets its echo, and the loop never stalled meanwhile. */
+START_TEST(test_server_closes_bad_tls_client_and_keeps_serving)
+{
+    static const char http[] = "GET / HTTP/1.1\r\n\r\n";
+    enum bad_client bad = (enum bad_client)_i;
+    const char *name = bad_client_names[bad];
+    unsigned char hello[4096];
+    size_t hello_len = capture_client_hello(hello, sizeof(hello));
+    struct srv_state st;
+    double t0, seen, after;
+    int fd, rc;
+
+    srv_start(&st, NULL, HANDSHAKE_TIMEOUT_SEC);
+    fd = connect_client(&st);
+    t0 = tu_now();
+    switch (bad) {
+    case BAD_PLAINTEXT_HTTP:
+        ck_assert(tu_write_all(fd, http, sizeof(http) - 1));
+        break;
+    case BAD_TRUNCATED_HELLO:
+        ck_assert(tu_write_all(fd, hello, 20));
+        break;
+    case BAD_SILENT:
+        break;
+    case BAD_HALF_HELLO_RESET:
+        ck_assert(tu_write_all(fd, hello, hello_len / 2));
+        /* Let the server accept and start on it, then reset. */
+        serve_until_accepted(&st, 0);
+        srv_run_for(&st, SETTLE_SEC);
+        ck_assert_int_eq(st.nclosed, 0);
+        t0 = tu_now();
+        reset_close(fd);
+        fd = -1;
+        break;
+    }
+
+    if (fd >= 0) {
+        seen = serve_until_client_sees_close(&st, fd, WAIT_SEC);
+        ck_assert_msg(seen > 0, "%s: the server never closed the connection", name);
+        after = seen - t0;
+        if (bad == BAD_PLAINTEXT_HTTP)
+            ck_assert_msg(after < 1.0, "%s: closed after %.3f s", name, after);
+        else
+            ck_assert_msg(after >= HANDSHAKE_TIMEOUT_SEC - 0.05 && after <= 2.0,
+                          "%s: closed after %.3f s, handshake timeout %.1f s", name, after,
+                          HANDSHAKE_TIMEOUT_SEC);
+        close(fd);
+    }
+    ck_assert_msg(srv_run_until_count(&st, &st.nclosed, 1, WAIT_SEC),
+                  "%s: the server's stream never closed", name);
+    ck_assert_int_eq(st.naccepted, 1);
+    ck_assert_int_eq(st.conns[0].nhs, 0);
+    after = st.conns[0].close_time - t0;
+    switch (bad) {
+    case BAD_PLAINTEXT_HTTP:
+        ck_assert_msg(st.conns[0].reason == -EPROTO, "%s: close reason %d (%s), want -EPROTO",
+                      name, st.conns[0].reason, strerror(-st.conns[0].reason));
+        break;
+    case BAD_TRUNCATED_HELLO:
+    case BAD_SILENT:
+        ck_assert_msg(st.conns[0].reason == -ETIMEDOUT,
+                      "%s: close reason %d (%s), want -ETIMEDOUT", name, st.conns[0].reason,
+                      strerror(-st.conns[0].reason));
+        ck_assert_msg(after >= HANDSHAKE_TIMEOUT_SEC - 0.05 && after <= 2.0,
+                      "%s: stream closed after %.3f s", name, after);
+        break;
+    case BAD_HALF_HELLO_RESET:
+        /* A reset is no stall: no need to wait for the timeout. */
+        ck_assert_msg(st.conns[0].reason < 0 && st.conns[0].reason != -ETIMEDOUT,
+                      "%s: close reason %d (%s)", name, st.conns[0].reason,
+                      strerror(-st.conns[0].reason));
+        ck_assert_msg(after < HANDSHAKE_TIMEOUT_SEC, "%s: stream closed after %.3f s", name,
+                      after);
+        break;
+    }
+    assert_loop_never_blocked(&st);
+
+    rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, NULL), 5.0);
+    ck_assert_msg(rc == HELPER_OK, "after a %s, a good client exited %d", name, rc);
+    ck_assert_int_eq(st.naccepted, 2);
+    ck_assert_int_eq(st.conns[1].nhs, 1);
+    assert_loop_never_blocked(&st);
+    srv_done(&st);
+}
+END_TEST
+
+/* Every kind of stall at once does not delay a good client: it gets its
+ * echo long before the stalled handshakes time out, while the loop keeps
+ * its 10 ms heartbeat. */
+START_TEST(test_server_stalled_handshakes_do_not_delay_other_clients)
+{
+    const double timeout = 1.5;
+    unsigned char hello[4096];
+    size_t hello_len = capture_client_hello(hello, sizeof(hello));
+    struct srv_state st;
+    int fds[3];
+    double t0, took;
+    int rc;
+
+    srv_start(&st, NULL, timeout);
+    fds[0] = connect_client(&st);                   /* silent */
+    fds[1] = connect_client(&st);
+    ck_assert(tu_write_all(fds[1], hello, 20));      /* a record header and a bit */
+    fds[2] = connect_client(&st);
+    ck_assert(tu_write_all(fds[2], hello, hello_len - 1));   /* all but one byte */
+    serve_until_accepted(&st, 2);
+    t0 = tu_now();
+    rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, NULL), 5.0);
+    took = tu_now() - t0;
+    ck_assert_msg(rc == HELPER_OK, "good client exited %d", rc);
+    ck_assert_msg(took < timeout - 0.3, "good client took %.3f s among stalled handshakes",
+                  took);
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(!st.conns[i].closed, "stalled stream %d closed early (%d)", i,
+                      st.conns[i].reason);
+
+    ck_assert(srv_run_until_count(&st, &st.nclosed, 4, timeout + WAIT_SEC));
+    for (int i = 0; i < 3; i++) {
+        double after = st.conns[i].close_time - t0;
+
+        ck_assert_msg(st.conns[i].reason == -ETIMEDOUT, "stalled stream %d: reason %d (%s)", i,
+                      st.conns[i].reason, strerror(-st.conns[i].reason));
+        ck_assert_msg(after >= timeout - 0.3 && after <= timeout + 1.0,
+                      "stalled stream %d closed %.3f s after the good client started", i, after);
+    }
+    assert_loop_never_blocked(&st);
+    for (int i = 0; i < 3; i++) {
+        char buf[256];
+        /* Each sees the close too: EOF or, with data unread, a reset. */
+        ssize_t n = recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT);
+        ck_assert_msg(n == 0 || (n < 0 && errno == ECONNRESET), "client %d: recv %zd (%s)", i,
+                      n, n < 0 ? strerror(errno) : "data");
+        close(fds[i]);
+    }
+    srv_done(&st);
+}
+END_TEST
+
+/* Tornado's ssl_options=ctx: the server keeps its own reference, so the
+ * caller may drop theirs at once; the server really uses that context (its
+ * ALPN callback chooses), for every connection. */
+START_TEST(test_server_with_caller_ctx_keeps_reference_and_uses_it)
+{
+    struct srv_state st;
+    SSL_CTX *ctx = server_ctx_new(true);
+    int rc;
+
+    srv_start(&st, ctx, 0);
+    SSL_CTX_free(ctx);          /* our reference; the server holds its own */
+    ctx = NULL;
+    for (int i = 0; i < 2; i++) {
+        rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, ALPN_HTTP11), 5.0);
+        ck_assert_msg(rc == HELPER_OK, "client %d exited %d", i, rc);
+        ck_assert(srv_run_until_count(&st, &st.conns[i].nhs, 1, WAIT_SEC));
+        ck_assert_str_eq(st.conns[i].alpn, ALPN_HTTP11);
+    }
+    srv_done(&st);
+}
+END_TEST
+
+/* ---- suite ------------------------------------------------------------ */
+
+static Suite *tls_suite(void)
+{
+    Suite *s = suite_create("tls");
+    TCase *tc;
+
+    tc = tcase_create("ctx");
+    tcase_add_test(tc, test_server_ctx_new_loads_matching_certificate_and_key);
+    tcase_add_test(tc, test_server_ctx_new_missing_certificate_names_path_and_reason);
+    tcase_add_test(tc, test_server_ctx_new_missing_key_names_path_and_reason);
+    tcase_add_loop_test(tc, test_server_ctx_new_garbage_pem_names_file, 0, 2);
+    tcase_add_test(tc, test_server_ctx_new_key_of_another_certificate_does_not_match);
+    tcase_add_test(tc, test_set_tls_with_missing_certificate_returns_einval_and_names_it);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("stream");
+    tcase_set_timeout(tc, 15);
+    tcase_add_test(tc, test_tls_read_until_finds_delimiter_split_across_writes_and_keeps_rest);
+    tcase_add_test(tc, test_tls_read_bytes_exact_across_writes_then_partial);
+    tcase_add_test(tc, test_tls_read_until_close_gets_all_bytes_then_close_reason_0);
+    tcase_add_test(tc, test_tls_half_closed_peer_still_gets_answer_written_after_eof);
+    tcase_add_test(tc, test_tls_large_write_reaches_peer_in_order_and_calls_back_once_from_loop);
+    tcase_add_test(tc, test_tls_writev_sends_buffers_in_order_even_when_queued);
+    tcase_add_test(tc, test_tls_write_cb_never_fires_inside_write);
+    tcase_add_test(tc, test_tls_read_until_over_max_buffer_closes_stream_with_enobufs);
+    tcase_add_test(tc, test_tls_close_from_read_cb_closes_once_and_drops_buffered_data);
+    tcase_add_test(tc, test_tls_sendfile_sends_head_then_file_range_and_borrows_file);
+    tcase_add_test(tc, test_tls_read_and_write_started_before_handshake_wait_for_it);
+    tcase_add_test(tc, test_tls_write_after_peer_vanished_closes_stream_without_sigpipe);
+    tcase_add_test(tc, test_tls_close_notify_from_vanished_peer_closes_stream_without_sigpipe);
+    tcase_add_test(tc, test_tls_peer_gone_without_close_notify_ends_read_until_close_like_eof);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("handshake");
+    tcase_set_timeout(tc, 10);
+    tcase_add_test(tc, test_wait_for_handshake_runs_once_from_loop_with_tls13_cipher_and_alpn);
+    tcase_add_loop_test(tc, test_wait_for_handshake_reports_no_alpn_when_none_chosen, 0, 2);
+    tcase_add_test(tc, test_wait_for_handshake_on_plain_stream_einval_and_on_closed_stream_epipe);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("server");
+    tcase_set_timeout(tc, 15);
+    tcase_add_loop_test(tc, test_server_closes_bad_tls_client_and_keeps_serving, 0, 4);
+    tcase_add_test(tc, test_server_stalled_handshakes_do_not_delay_other_clients);
+    tcase_add_test(tc, test_server_with_caller_ctx_keeps_reference_and_uses_it);
+    suite_add_tcase(s, tc);
+
+    return s;
+}
+
+/* Runs the openssl CLI with args (a shell fragment); its output goes to a
+ * log that is shown if it fails. */
+static bool run_openssl(const char *args)
+{
+    char cmd[2 * PATH_MAX + 512], log[4096];
+    char log_path[PATH_MAX];
+
+    snprintf(log_path, sizeof(log_path), "%s/openssl.log", fx.dir);
+    snprintf(cmd, sizeof(cmd), "openssl %s >%s 2>&1", args, log_path);
+    if (system(cmd) == 0)
+        return true;
+    tu_read_file(log_path, log, sizeof(log));
+    fprintf(stderr, "check_tls: `%s` failed:\n%s\n", cmd, log);
+    return false;
+}
+
+static bool make_fixtures(void)
+{
+    static const char garbage[] = "-----BEGIN CERTIFICATE-----\n"
+                                  "This is no base64, and no certificate either.\n"
+                                  "-----END CERTIFICATE-----\n";
+    char args[4 * PATH_MAX];
+    FILE *f;
+
+    snprintf(fx.cert, sizeof(fx.cert), "%s/c.pem", fx.dir);
+    snprintf(fx.key, sizeof(fx.key), "%s/k.pem", fx.dir);
+    snprintf(fx.other_key, sizeof(fx.other_key), "%s/k-other.pem", fx.dir);
+    snprintf(fx.garbage, sizeof(fx.garbage), "%s/garbage.pem", fx.dir);
+    snprintf(fx.missing_cert, sizeof(fx.missing_cert), "%s/c-missing.pem", fx.dir);
+    snprintf(fx.missing_key, sizeof(fx.missing_key), "%s/k-missing.pem", fx.dir);
+    snprintf(args, sizeof(args),
+             "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+             "-subj /CN=localhost -keyout %s -out %s", fx.key, fx.cert);
+    if (!run_openssl(args))
+        return false;
+    snprintf(args, sizeof(args),
+             "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out %s",
+             fx.other_key);
+    if (!run_openssl(args))
+        return false;
+    f = fopen(fx.garbage, "w");
+    if (f == NULL || fputs(garbage, f) < 0 || fclose(f) != 0) {
+        perror(fx.garbage);
+        return false;
+    }
+    return true;
+}
+
+int main(void)
+{
+    int failed;
+
+    snprintf(fx.dir, sizeof(fx.dir), "/tmp/check_tls-XXXXXX");
+    if (mkdtemp(fx.dir) == NULL) {
+        perror("check_tls: mkdtemp");
+        return EXIT_FAILURE;
+    }
+    if (!make_fixtures()) {
+        tu_rmtree(fx.dir);
+        return EXIT_FAILURE;
+    }
+    failed = tu_run_suite(tls_suite());
+    tu_rmtree(fx.dir);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,156 @@
+/*
+ * fuzz_http_request: the input is what a client sends on one connection.
+ * It is cut into request heads as iostream's read_until("\r\n\r\n",
+ * HTTP_HEAD_MAX) would cut it, each head goes through http_parser as
+ * daemon/http.c's head_read_cb does, and the target of each request that
+ * http_serve would serve goes through http_path_normalize, checked by
+ * fuzz_check_normalize. Bodies are skipped as conn_next_request discards
+ * them, and a response that closes the connection ends the input.
+ *
+ * http.c keeps its parser callbacks and head handling static, so the part
+ * of them that decides what is served is copied here (marked "as http.c");
+ * a change there must be repeated here until http.c exposes its head
+ * parser (http_parse_head()). Checks about http.c's own decisions belong
+ * to that function then: a check here would test the copy. One such check
+ * to add: a served request's head ends where read_until's does (today a
+ * head that http_parser ends at a bare "\n\n" swallows the bytes up to the
+ * next "\r\n\r\n", e.g. a pipelined request; corpus/lf_only).
+ */
+#define _GNU_SOURCE     /* memmem */
+#include <http_parser.h>
+#include <limits.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../../daemon/http.h"
+#include "../../daemon/http_path.h"
+#include "fuzz_normalize.h"
+#include "fuzz_util.h"
+
+static const char request_head_end[] = "\r\n\r\n";
+
+/* As http.c's struct request, less the header values it only answers with. */
+struct request {
+    http_parser p;
+    const char *url;
+    size_t url_len;
+    int nheaders;
+};
+
+/* As http.c: note where the URL is, count headers, stop after the head. */
+static int request_on_url(http_parser *p, const char *at, size_t len)
+{
+    struct request *r = p->data;
+
+    if (r->url == NULL)
+        r->url = at;
+    r->url_len += len;
+    return 0;
+}
+
+static int request_on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct request *r = p->data;
+
+    (void)at;
+    (void)len;
+    return ++r->nheaders > HTTP_HEADERS_MAX;
+}
+
+static int request_on_headers_complete(http_parser *p)
+{
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings request_settings = {
+    .on_url = request_on_url,
+    .on_header_field = request_on_header_field,
+    .on_headers_complete = request_on_headers_complete,
+};
+
+/* What became of one request: whether the connection carries on, and how
+ * many body bytes are dropped before the next head. */
+struct request_outcome {
+    bool keep_going;
+    unsigned long long discard;
+};
+
+/* As http.c's http_serve, up to the call of http_path_normalize. */
+static struct request_outcome request_serve(const char *buf, size_t len, struct request *r)
+{
+    unsigned long long body = r->p.content_length == ULLONG_MAX ? 0 : r->p.content_length;
+    struct request_outcome o = { .keep_going = http_should_keep_alive(&r->p) != 0 };
+    const char *path = r->url, *q;
+    size_t path_len;
+
+    FUZZ_CHECK(r->url >= buf && r->url_len <= len && r->url + r->url_len <= buf + len,
+               "the URL is not inside the head");
+    if (r->p.http_major != 1 || (r->p.flags & F_CHUNKED) || body > HTTP_BODY_DISCARD_MAX)
+        return (struct request_outcome){ .keep_going = false };
+    o.discard = body;
+    if (r->p.method != HTTP_GET && r->p.method != HTTP_HEAD)
+        return o;
+    if (r->url_len > 7 && strncasecmp(path, "http://", 7) == 0) {
+        const char *slash = memchr(path + 7, '/', r->url_len - 7);
+
+        if (slash == NULL)
+            return (struct request_outcome){ .keep_going = false };
+        path = slash;
+    }
+    path_len = r->url_len - (size_t)(path - r->url);
+    q = memchr(path, '?', path_len);
+    if (q != NULL)
+        path_len = (size_t)(q - path);
+    /* serve_path: a bad target costs the connection (400 or 414). */
+    if (fuzz_check_normalize(path, path_len, HTTP_PATH_MAX + 1, NULL, 0, NULL) < 0)
+        o.keep_going = false;
+    return o;
+}
+
+/* As head_read_cb: buf/len is what read_until delivered; emsgsize when no
+ * delimiter ended within HTTP_HEAD_MAX (then len is HTTP_HEAD_MAX). */
+static struct request_outcome request_head(const char *buf, size_t len, bool emsgsize)
+{
+    const char *eol = memchr(buf, '\n', len < HTTP_REQUEST_LINE_MAX ? len : HTTP_REQUEST_LINE_MAX);
+    struct request r = { 0 };
+    size_t used;
+
+    if ((eol == NULL && len >= HTTP_REQUEST_LINE_MAX) || emsgsize)
+        return (struct request_outcome){ .keep_going = false };     /* 414, 431 */
+    http_parser_init(&r.p, HTTP_REQUEST);
+    r.p.data = &r;
+    used = http_parser_execute(&r.p, &request_settings, buf, len);
+    FUZZ_CHECK(used <= len, "http_parser used %zu of %zu bytes", used, len);
+    if (HTTP_PARSER_ERRNO(&r.p) != HPE_PAUSED || r.url == NULL)
+        return (struct request_outcome){ .keep_going = false };     /* 400, 431 */
+    return request_serve(buf, len, &r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *in = (const char *)data;
+    size_t at = 0;
+
+    while (at < size) {
+        size_t left = size - at, dlen = sizeof(request_head_end) - 1, n;
+        const char *hit = memmem(in + at, left, request_head_end, dlen);
+        struct request_outcome o;
+
+        /* read_until: the delimiter must end within max_bytes; without one,
+         * the read fails once max_bytes are buffered, else it waits. */
+        if (hit != NULL && (size_t)(hit - (in + at)) + dlen <= HTTP_HEAD_MAX)
+            n = (size_t)(hit - (in + at)) + dlen;
+        else if (hit != NULL || left >= HTTP_HEAD_MAX)
+            n = 0;
+        else
+            break;
+        o = n > 0 ? request_head(in + at, n, false) : request_head(in + at, HTTP_HEAD_MAX, true);
+        if (!o.keep_going)
+            break;
+        at += n;
+        /* conn_next_request drops the body before the next head. */
+        at += o.discard < size - at ? (size_t)o.discard : size - at;
+    }
+    return 0;
+}
