@@ -4,6 +4,7 @@
  * all workers interleave whole. What goes in a line is http.c's to say.
  */
 #include "access_log.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -124,7 +125,15 @@ void access_log_write(struct access_log *l, double now, const struct access_log_
     line[at++] = ' ';
     at = append_field(line, at, sizeof(line) - 1, e->user_agent, e->user_agent_len);
     line[at++] = '\n';
-    /* A full disk loses log lines, never requests. */
-    if (write(l->fd, line, at) < 0)
-        return;
+    /* A full disk loses log lines, never requests; it is said once, not
+     * once per request, and again when lines go through once more. */
+    if (write(l->fd, line, at) < 0) {
+        if (!l->failing)
+            log_msg(LOG_ERR, -errno, "access log %s: lines are lost until it can be written",
+                    l->path);
+        l->failing = true;
+    } else if (l->failing) {
+        log_msg(LOG_NOTICE, 0, "access log %s: written again", l->path);
+        l->failing = false;
+    }
 }

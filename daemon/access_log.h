@@ -2,12 +2,14 @@
 #ifndef PREFORKD_ACCESS_LOG_H
 #define PREFORKD_ACCESS_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
 struct access_log {
     char *path;
     int fd;
+    bool failing;               /* the last write failed (and we said so) */
     time_t stamp_sec;           /* the second stamp[] was made for */
     char stamp[40];             /* "[23/Nov/2026:16:31:06 +0000]" */
 };

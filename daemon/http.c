@@ -97,6 +97,7 @@ struct request {
     size_t field_len;
     int nheaders;
     struct header_value inm, ims, range, if_range, ua, referer;
+    bool has_host;
 };
 
 /* What a response was, for the counters and the access log. */
@@ -213,6 +214,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         hv = &r->ua;
     else if (header_is(r, "referer"))
         hv = &r->referer;
+    else if (header_is(r, "host"))
+        r->has_host = true;
     if (hv != NULL) {
         hv->v = at;
         hv->len = len;
@@ -484,7 +487,7 @@ static void respond_file(struct http_conn *cn, const struct request *r, struct h
 }
 
 static void serve_path(struct http_conn *cn, const struct request *r, const char *path,
-                       size_t path_len)
+                       size_t path_len, const char *query, size_t query_len)
 {
     struct http_server *h = cn->h;
     char rel[HTTP_PATH_MAX + 1], extra[HTTP_REQUEST_LINE_MAX + 32];
@@ -499,8 +502,9 @@ static void serve_path(struct http_conn *cn, const struct request *r, const char
     }
     rc = http_cache_get(h->cache, ev_now(h->loop), rel, slash, &f);
     if (rc == HTTP_CACHE_IS_DIR) {
-        /* As nginx: a directory is named with its slash. */
-        snprintf(extra, sizeof(extra), "Location: %.*s/\r\n", (int)path_len, path);
+        /* As nginx: a directory is named with its slash; the query stays. */
+        snprintf(extra, sizeof(extra), "Location: %.*s/%.*s\r\n", (int)path_len, path,
+                 (int)query_len, query);
         respond_error(cn, r, 301, false, extra);
         return;
     }
@@ -520,11 +524,16 @@ static void http_serve(struct http_conn *cn, struct request *r)
     const struct config *c = cn->h->c;
     unsigned long long body = r->p.content_length == ULLONG_MAX ? 0 : r->p.content_length;
     const char *path = r->url, *q;
-    size_t path_len;
+    size_t path_len, query_len = 0;
 
     cn->close_after = !http_should_keep_alive(&r->p) || cn->h->draining;
     if (r->p.http_major != 1) {
         respond_error(cn, r, 505, true, "");
+        return;
+    }
+    /* RFC 9112, 3.2: an HTTP/1.1 request without Host is a bad one. */
+    if (r->p.http_minor >= 1 && !r->has_host) {
+        respond_error(cn, r, 400, true, "");
         return;
     }
     if ((r->p.flags & F_CHUNKED) || body > HTTP_BODY_DISCARD_MAX) {
@@ -547,14 +556,16 @@ static void http_serve(struct http_conn *cn, struct request *r)
     }
     path_len = r->url_len - (size_t)(path - r->url);
     q = memchr(path, '?', path_len);
-    if (q != NULL)
+    if (q != NULL) {
+        query_len = path_len - (size_t)(q - path);
         path_len = (size_t)(q - path);
+    }
     if (c->http_status_path != NULL && path_len == strlen(c->http_status_path) &&
         memcmp(path, c->http_status_path, path_len) == 0) {
         respond_status_page(cn, r);
         return;
     }
-    serve_path(cn, r, path, path_len);
+    serve_path(cn, r, path, path_len, q, query_len);
 }
 
 static void header_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -588,6 +599,14 @@ static void head_read_cb(struct pf_iostream *s, const char *buf, size_t len, int
     http_parser_init(&r.p, HTTP_REQUEST);
     r.p.data = &r;
     used = http_parser_execute(&r.p, &parser_settings, buf, len);
+    /* The parser pauses on the head's last byte. Pausing sooner means it
+     * took a bare "\n\n" as the end: what follows is not ours to guess at
+     * (a request after it would be dropped), so refuse the framing. */
+    if (HTTP_PARSER_ERRNO(&r.p) == HPE_PAUSED && used + 1 != len) {
+        log_msg(LOG_DEBUG, 0, "%s: bad request: head ends with a bare LF", cn->peer);
+        respond_error(cn, &r, 400, true, "");
+        return;
+    }
     if (HTTP_PARSER_ERRNO(&r.p) != HPE_PAUSED || r.url == NULL) {
         bool too_many = r.nheaders > HTTP_HEADERS_MAX;
         log_msg(LOG_DEBUG, 0, "%s: bad request at byte %zu: %s", cn->peer, used,

@@ -120,8 +120,9 @@ static int open_file(struct http_cache *c, const char *rel, bool slash, int *fd,
         *name = c->index;
         rc = open_stat(c, path, fd, st);
     }
-    /* Devices, fifos, sockets and directories are not served. */
-    if (rc == 0 && !S_ISREG(st->st_mode)) {
+    /* Devices, fifos, sockets and directories are not served; nor is a
+     * file named with a trailing slash (as nginx: "a.html/" is 404). */
+    if (rc == 0 && (!S_ISREG(st->st_mode) || (slash && *name == rel))) {
         close(*fd);
         rc = -ENOENT;
     }
