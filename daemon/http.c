@@ -61,9 +61,10 @@ struct http_conn {
     unsigned long long discard;     /* body bytes still to drop */
     struct http_file *file;         /* being sent: referenced until written */
     double idle_since;              /* CONN_IDLE: when it became idle */
-    ev_timer header_timer;
-    char peer[INET6_ADDRSTRLEN];
 };
+
+/* Room for a peer's address as text. */
+#define PEER_TEXT_MAX INET6_ADDRSTRLEN
 
 struct http_server {
     struct ev_loop *loop;
@@ -239,6 +240,26 @@ static const http_parser_settings parser_settings = {
 
 /* ---- responses ---- */
 
+/* The peer's address as text, for a log line: asked of the kernel only
+ * then, so that an idle connection does not carry it. */
+static const char *conn_peer(const struct http_conn *cn, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int fd = pf_iostream_fd(cn->s);
+
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+        snprintf(out, len, "-");
+    else if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)len);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)len);
+    else
+        snprintf(out, len, "unix");
+    return out;
+}
+
+
 static void count_and_log(struct http_conn *cn, const struct request *r,
                           const struct response *rs)
 {
@@ -249,9 +270,10 @@ static void count_and_log(struct http_conn *cn, const struct request *r,
     SB_ADD(c->status[rs->status / 100 % 6], 1);
     SB_ADD(c->bytes_sent, rs->head + rs->body);
     if (h->alog.path != NULL) {
+        char peer[PEER_TEXT_MAX];
         const char *method = r != NULL && r->url ? http_method_str(r->p.method) : "-";
         struct access_log_entry e = {
-            .peer = cn->peer, .method = method, .method_len = strlen(method),
+            .peer = conn_peer(cn, peer, sizeof(peer)), .method = method, .method_len = strlen(method),
             .target = r && r->url ? r->url : "-", .target_len = r && r->url ? r->url_len : 1,
             .http_minor = r ? r->p.http_minor : 0, .status = rs->status, .bytes = rs->body,
             .referer = r ? r->referer.v : NULL, .referer_len = r ? r->referer.len : 0,
@@ -568,25 +590,15 @@ static void http_serve(struct http_conn *cn, struct request *r)
     serve_path(cn, r, path, path_len, q, query_len);
 }
 
-static void header_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    struct http_conn *cn = t->data;
-
-    (void)loop;
-    (void)revents;
-    log_msg(LOG_DEBUG, 0, "%s: no complete request head within header_timeout (%u s), closing",
-            cn->peer, cn->h->c->http_header_timeout_sec);
-    pf_iostream_close(cn->s);
-}
-
 static void head_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
     struct http_conn *cn = pf_iostream_data(s);
     const char *eol = memchr(buf, '\n', len < HTTP_REQUEST_LINE_MAX ? len : HTTP_REQUEST_LINE_MAX);
     struct request r = { 0 };
+    char peer[PEER_TEXT_MAX];
     size_t used;
 
-    ev_timer_stop(cn->h->loop, &cn->header_timer);
+    pf_iostream_set_deadline(s, 0);
     cn->state = CONN_RESPOND;
     if (eol == NULL && len >= HTTP_REQUEST_LINE_MAX) {
         respond_error(cn, NULL, 414, true, "");
@@ -603,13 +615,17 @@ static void head_read_cb(struct pf_iostream *s, const char *buf, size_t len, int
      * took a bare "\n\n" as the end: what follows is not ours to guess at
      * (a request after it would be dropped), so refuse the framing. */
     if (HTTP_PARSER_ERRNO(&r.p) == HPE_PAUSED && used + 1 != len) {
-        log_msg(LOG_DEBUG, 0, "%s: bad request: head ends with a bare LF", cn->peer);
+        if (log_level_enabled(LOG_DEBUG))
+            log_msg(LOG_DEBUG, 0, "%s: bad request: head ends with a bare LF",
+                    conn_peer(cn, peer, sizeof(peer)));
         respond_error(cn, &r, 400, true, "");
         return;
     }
     if (HTTP_PARSER_ERRNO(&r.p) != HPE_PAUSED || r.url == NULL) {
         bool too_many = r.nheaders > HTTP_HEADERS_MAX;
-        log_msg(LOG_DEBUG, 0, "%s: bad request at byte %zu: %s", cn->peer, used,
+        if (log_level_enabled(LOG_DEBUG))
+            log_msg(LOG_DEBUG, 0, "%s: bad request at byte %zu: %s",
+                    conn_peer(cn, peer, sizeof(peer)), used,
                 too_many ? "too many headers" : http_errno_description(HTTP_PARSER_ERRNO(&r.p)));
         respond_error(cn, r.url ? &r : NULL, too_many ? 431 : 400, true, "");
         return;
@@ -622,10 +638,9 @@ static void head_start_reading(struct http_conn *cn)
     unsigned sec = cn->h->c->http_header_timeout_sec;
 
     cn->state = CONN_HEAD;
-    if (sec > 0) {
-        ev_timer_set(&cn->header_timer, sec, 0.);
-        ev_timer_start(cn->h->loop, &cn->header_timer);
-    }
+    /* Slow clients (slowloris): the head is due in time, trickle or not. */
+    if (sec > 0)
+        pf_iostream_set_deadline(cn->s, sec);
     pf_iostream_read_until(cn->s, "\r\n\r\n", 4, HTTP_HEAD_MAX, head_read_cb);
 }
 
@@ -674,8 +689,7 @@ static void conn_close_cb(struct pf_iostream *s, int reason)
     struct http_server *h = cn->h;
 
     if (reason < 0 && reason != -ETIMEDOUT && reason != -ECONNRESET)
-        log_msg(LOG_DEBUG, reason, "%s: connection closed", cn->peer);
-    ev_timer_stop(h->loop, &cn->header_timer);
+        log_msg(LOG_DEBUG, reason, "connection closed");
     conn_release_file(cn);
     if (cn->prev != NULL)
         cn->prev->next = cn->next;
@@ -693,22 +707,13 @@ static void conn_close_cb(struct pf_iostream *s, int reason)
     }
 }
 
-static void format_peer(const struct sockaddr *peer, char *out, size_t len)
-{
-    if (peer->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, out, (socklen_t)len);
-    else if (peer->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, out, (socklen_t)len);
-    else
-        snprintf(out, len, "unix");
-}
-
 void http_handle_stream(struct pf_tcp_server *srv, struct pf_iostream *s,
                         const struct sockaddr *peer, socklen_t len)
 {
     struct http_server *h = pf_tcp_server_data(srv);
     struct http_conn *cn = h->pool;
 
+    (void)peer;
     (void)len;
     if (cn != NULL) {
         h->pool = cn->next;
@@ -720,11 +725,6 @@ void http_handle_stream(struct pf_tcp_server *srv, struct pf_iostream *s,
     memset(cn, 0, sizeof(*cn));
     cn->h = h;
     cn->s = s;
-    ev_timer_init(&cn->header_timer, header_timeout_cb, 0., 0.);
-    cn->header_timer.data = cn;
-    /* Only the access log needs the address as text. */
-    if (h->alog.path != NULL || log_level_enabled(LOG_DEBUG))
-        format_peer(peer, cn->peer, sizeof(cn->peer));
     cn->next = h->conns;
     if (h->conns != NULL)
         h->conns->prev = cn;

@@ -36,6 +36,7 @@ struct pf_iostream {
     size_t max_buffer;
     double idle_timeout_sec;
     ev_tstamp last_activity;
+    ev_tstamp deadline;         /* pf_iostream_set_deadline's; 0: none */
 
     enum read_mode rmode;
     pf_read_cb rcb;
@@ -72,20 +73,18 @@ struct pf_iostream {
     bool hs_done;               /* the TLS handshake finished */
     bool read_wants_write;      /* TLS: the last read waits for writability */
     bool write_wants_read;      /* TLS: the last write waits for readability */
-    pf_handshake_cb hs_cb;
+    pf_handshake_cb hs_cb;      /* TLS: to run once the handshake is done */
 
     ev_io rio, wio;
     ev_timer idle;
-    ev_timer hs_timer;          /* TLS: handshake deadline; fed: run hs_cb */
-    ev_idle runner;             /* fed, never started: buffered reads */
-    ev_idle closer;             /* fed, never started: close callback + free */
+    ev_idle deferred;           /* fed, never started: buffered reads, or once
+                                 * closed, the close callback and the free */
 };
 
 #define STREAM_OF(w, field) \
     ((struct pf_iostream *)((char *)(w) - offsetof(struct pf_iostream, field)))
 
 static void stream_close(struct pf_iostream *s, int reason);
-static void hs_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static bool write_pending(const struct pf_iostream *s)
 {
@@ -276,10 +275,10 @@ static void tls_handshake_step(struct pf_iostream *s)
         return;
     }
     s->hs_done = true;
-    ev_timer_stop(s->loop, &s->hs_timer);
+    pf_iostream_set_deadline(s, 0);
     touch(s);
     if (s->hs_cb != NULL)
-        ev_feed_event(s->loop, &s->hs_timer, EV_CUSTOM);
+        ev_feed_event(s->loop, &s->deferred, EV_CUSTOM);
     if (write_pending(s))
         ev_io_start(s->loop, &s->wio);
     else
@@ -367,14 +366,30 @@ not_read:
 }
 
 /* A read started outside deliver() with bytes already buffered. */
-static void runner_cb(struct ev_loop *loop, ev_idle *w, int revents)
+static void closer_run(struct pf_iostream *s);
+
+static void deferred_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
-    struct pf_iostream *s = STREAM_OF(w, runner);
+    struct pf_iostream *s = STREAM_OF(w, deferred);
     size_t used;
 
     (void)loop;
     (void)revents;
-    if (s->closed || s->rlen == 0)
+    if (s->closed) {
+        closer_run(s);
+        return;
+    }
+    if (s->hs_cb != NULL && s->hs_done) {
+        pf_handshake_cb cb = s->hs_cb;
+        struct pf_tls_info info;
+
+        s->hs_cb = NULL;
+        pf__tls_info(s->ssl, &info);
+        cb(s, &info);
+        if (s->closed)
+            return;
+    }
+    if (s->rlen == 0)
         return;
     used = deliver(s, s->rbuf + s->rstart, s->rlen);
     if (s->closed)
@@ -396,7 +411,7 @@ static int start_read(struct pf_iostream *s, enum read_mode mode, pf_read_cb cb)
     if (s->delivering)
         return 0;
     if (s->rlen > 0)
-        ev_feed_event(s->loop, &s->runner, EV_CUSTOM);
+        ev_feed_event(s->loop, &s->deferred, EV_CUSTOM);
     else
         update_read_watcher(s);
     if (s->ssl != NULL && s->hs_done && s->rlen == 0 && SSL_pending(s->ssl) > 0)
@@ -549,8 +564,7 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
     }
     while (s->wlen > 0 && (revents & EV_WRITE)) {
-        ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen,
-                              s->file_fd >= 0 ? MSG_MORE : 0);
+        ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen, 0);
         if (n < 0) {
             stream_close(s, (int)n);
             return;
@@ -725,7 +739,9 @@ int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_le
     if (s->closed)
         return -EPIPE;
     if (s->wlen == 0 && head_len > 0) {
-        sent = send_some(s, head, head_len, len > 0 ? MSG_MORE : 0);
+        /* No MSG_MORE: corking the head until the file follows raised the
+         * 64 KiB p99 from about 5 to 40 ms here, as nginx's tcp_nopush does. */
+        sent = send_some(s, head, head_len, 0);
         if (sent < 0) {
             stream_close(s, (int)sent);
             return (int)sent;
@@ -760,20 +776,42 @@ int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_le
     return 0;
 }
 
+/* When the idle timeout or the deadline, whichever is first, falls due;
+ * 0: neither is set. */
+static ev_tstamp timer_due(const struct pf_iostream *s)
+{
+    ev_tstamp at = s->idle_timeout_sec > 0 ? s->last_activity + s->idle_timeout_sec : 0;
+
+    if (s->deadline > 0 && (at == 0 || s->deadline < at))
+        at = s->deadline;
+    return at;
+}
+
+static void arm_timer(struct pf_iostream *s)
+{
+    ev_tstamp at = timer_due(s), now = ev_now(s->loop);
+
+    ev_timer_stop(s->loop, &s->idle);
+    if (at > 0) {
+        ev_timer_set(&s->idle, at > now ? at - now : 0., 0.);
+        ev_timer_start(s->loop, &s->idle);
+    }
+}
+
+/* One timer serves the idle timeout and the deadline. It is re-armed
+ * lazily (libev's recommended pattern): activity costs an assignment, and
+ * the timer, when it fires early, looks at what is due now. */
 static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct pf_iostream *s = STREAM_OF(w, idle);
-    ev_tstamp left = s->last_activity + s->idle_timeout_sec - ev_now(loop);
+    ev_tstamp now = ev_now(loop), at = timer_due(s);
 
     (void)revents;
-    /* libev's recommended pattern: one timer, re-armed lazily, so that
-     * activity costs an assignment instead of a timer update. */
-    if (left <= 0) {
+    if (at > 0 && at <= now) {
         stream_close(s, -ETIMEDOUT);
         return;
     }
-    ev_timer_set(w, left, 0.);
-    ev_timer_start(loop, w);
+    arm_timer(s);
 }
 
 void pf_iostream_set_idle_timeout(struct pf_iostream *s, double sec)
@@ -785,19 +823,24 @@ void pf_iostream_set_idle_timeout(struct pf_iostream *s, double sec)
      * yet run would eat into the timeout. A vDSO clock read is cheap. */
     ev_now_update(s->loop);
     touch(s);
-    ev_timer_stop(s->loop, &s->idle);
-    if (sec > 0) {
-        ev_timer_set(&s->idle, sec, 0.);
-        ev_timer_start(s->loop, &s->idle);
-    }
+    arm_timer(s);
 }
 
-static void closer_cb(struct ev_loop *loop, ev_idle *w, int revents)
+void pf_iostream_set_deadline(struct pf_iostream *s, double sec)
 {
-    struct pf_iostream *s = STREAM_OF(w, closer);
+    if (s->closed)
+        return;
+    if (sec <= 0) {
+        s->deadline = 0;    /* the timer, if it fires early, just re-arms */
+        return;
+    }
+    s->deadline = ev_now(s->loop) + sec;
+    if (!ev_is_active(&s->idle) || ev_timer_remaining(s->loop, &s->idle) > sec)
+        arm_timer(s);
+}
 
-    (void)loop;
-    (void)revents;
+static void closer_run(struct pf_iostream *s)
+{
     if (s->close_cb != NULL)
         s->close_cb(s, s->close_reason);
     if (s->release != NULL)
@@ -819,19 +862,17 @@ static void stream_close(struct pf_iostream *s, int reason)
     ev_io_stop(s->loop, &s->rio);
     ev_io_stop(s->loop, &s->wio);
     ev_timer_stop(s->loop, &s->idle);
-    ev_timer_stop(s->loop, &s->hs_timer);
-    ev_clear_pending(s->loop, &s->hs_timer);
     if (s->ssl != NULL)
         pf__tls_shutdown(s->ssl);
     ev_clear_pending(s->loop, &s->rio);
     ev_clear_pending(s->loop, &s->wio);
-    ev_clear_pending(s->loop, &s->runner);
+    ev_clear_pending(s->loop, &s->deferred);
     close(s->fd);
     s->fd = -1;
     drop_file(s);
     /* The callback and the free wait for the loop: the caller may be deep
      * inside one of this stream's callbacks. */
-    ev_feed_event(s->loop, &s->closer, EV_CUSTOM);
+    ev_feed_event(s->loop, &s->deferred, EV_CUSTOM);
 }
 
 void pf_iostream_close(struct pf_iostream *s)
@@ -856,31 +897,10 @@ struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,
     ev_io_init(&s->rio, rio_cb, fd, EV_READ);
     ev_io_init(&s->wio, wio_cb, fd, EV_WRITE);
     ev_timer_init(&s->idle, idle_cb, 0., 0.);
-    ev_idle_init(&s->runner, runner_cb);
-    ev_timer_init(&s->hs_timer, hs_timer_cb, 0., 0.);
-    ev_idle_init(&s->closer, closer_cb);
+    ev_idle_init(&s->deferred, deferred_cb);
     if (opt && opt->idle_timeout_sec > 0)
         pf_iostream_set_idle_timeout(s, opt->idle_timeout_sec);
     return s;
-}
-
-/* The handshake deadline; fed with EV_CUSTOM once done, to run hs_cb. */
-static void hs_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct pf_iostream *s = STREAM_OF(w, hs_timer);
-    struct pf_tls_info info;
-
-    (void)loop;
-    if (!(revents & EV_CUSTOM) || s->hs_done) {
-        if (s->hs_done && s->hs_cb != NULL && !s->closed) {
-            pf_handshake_cb cb = s->hs_cb;
-            s->hs_cb = NULL;
-            pf__tls_info(s->ssl, &info);
-            cb(s, &info);
-        } else if (!s->hs_done) {
-            stream_close(s, -ETIMEDOUT);
-        }
-    }
 }
 
 struct pf_iostream *pf__iostream_new_tls_nonblocking(struct ev_loop *loop, int fd,
@@ -901,9 +921,9 @@ struct pf_iostream *pf__iostream_new_tls_nonblocking(struct ev_loop *loop, int f
         SSL_set_accept_state(s->ssl);
     else
         SSL_set_connect_state(s->ssl);
-    ev_timer_set(&s->hs_timer, handshake_timeout_sec > 0 ? handshake_timeout_sec
-                                                         : PF_TLS_HANDSHAKE_TIMEOUT_SEC, 0.);
-    ev_timer_start(loop, &s->hs_timer);
+    /* The handshake is due in time, however slowly a peer trickles it. */
+    pf_iostream_set_deadline(s, handshake_timeout_sec > 0 ? handshake_timeout_sec
+                                                          : PF_TLS_HANDSHAKE_TIMEOUT_SEC);
     /* A server waits for the ClientHello; a client sends one. */
     ev_io_start(loop, server ? &s->rio : &s->wio);
     return s;
@@ -928,7 +948,7 @@ int pf_iostream_wait_for_handshake(struct pf_iostream *s, pf_handshake_cb cb)
         return -EPIPE;
     s->hs_cb = cb;
     if (s->hs_done)
-        ev_feed_event(s->loop, &s->hs_timer, EV_CUSTOM);
+        ev_feed_event(s->loop, &s->deferred, EV_CUSTOM);
     return 0;
 }
 

@@ -21,7 +21,7 @@
  * connection holds no read buffer until data outlives a callback. */
 #define PF_IOSTREAM_READ_CHUNK (64u * 1024)
 /* Longest read_until delimiter; protocols use "\r\n\r\n" and the like. */
-#define PF_IOSTREAM_DELIM_MAX 32
+#define PF_IOSTREAM_DELIM_MAX 16
 
 struct pf_iostream;
 
@@ -93,8 +93,7 @@ int pf_iostream_writev(struct pf_iostream *s, const struct iovec *iov, int iovcn
 
 /*
  * Queue head_len bytes of head (copied as needed), then len bytes of file fd
- * from offset, sent with sendfile(2); with the head sent as MSG_MORE, both
- * usually leave in one packet. fd is borrowed: keep it open until cb runs
+ * from offset, sent with sendfile(2). fd is borrowed: keep it open until cb runs
  * or the stream's close callback does (a file cache may share one fd among
  * many streams). cb as for pf_iostream_write. Until cb would fire, no other
  * write or sendfile may be queued (a caller bug). Returns 0 or -errno (the
@@ -128,6 +127,9 @@ bool pf_iostream_tls_info(const struct pf_iostream *s, struct pf_tls_info *out);
 void pf_iostream_set_close_cb(struct pf_iostream *s, pf_close_cb cb);
 /* 0 disables; restarts the countdown from now. */
 void pf_iostream_set_idle_timeout(struct pf_iostream *s, double sec);
+/* Close with -ETIMEDOUT sec from now (the loop's now), activity or not,
+ * e.g. a request head that must be complete in time; 0 clears it. */
+void pf_iostream_set_deadline(struct pf_iostream *s, double sec);
 
 /* Close now: pending writes are dropped, the fd is closed at once, and the
  * close callback runs from the loop with reason 0. Idempotent. */

@@ -1496,6 +1496,36 @@ START_TEST(test_idle_timeout_counts_from_creation_after_loop_was_busy)
 }
 END_TEST
 
+START_TEST(test_deadline_closes_despite_traffic_and_clearing_it_does_not)
+{
+    struct pf_iostream_options opt = { .idle_timeout_sec = 5 };
+    struct ctx c;
+    double t0;
+
+    ctx_init(&c, &opt, false);
+    ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 0, read_cb), 0);
+    pf_iostream_set_deadline(c.s, 0.3);
+    t0 = tu_now();
+    /* A byte every 50 ms keeps the idle timeout away, not the deadline. */
+    while (!c.closed && tu_now() - t0 < 2.0) {
+        tu_write_all(c.peer, "x", 1);
+        run_for(&c, 0.05);
+    }
+    ck_assert(c.closed);
+    ck_assert_msg(c.close_time - t0 >= 0.25 && c.close_time - t0 <= 1.5, "closed after %.3f s",
+                  c.close_time - t0);
+    assert_closed_once(&c, -ETIMEDOUT);
+    ctx_done(&c);
+
+    ctx_init(&c, &opt, false);
+    pf_iostream_set_deadline(c.s, 0.2);
+    pf_iostream_set_deadline(c.s, 0);
+    run_for(&c, 0.6);
+    ck_assert_msg(!c.closed, "a cleared deadline closed the stream");
+    ctx_done(&c);
+}
+END_TEST
+
 START_TEST(test_set_idle_timeout_zero_disables_and_nonzero_restarts_countdown)
 {
     struct pf_iostream_options opt = { .idle_timeout_sec = 0.3 };
@@ -1650,6 +1680,7 @@ static Suite *iostream_suite(void)
     tcase_add_test(tc, test_idle_timeout_closes_quiet_stream_with_etimedout);
     tcase_add_loop_test(tc, test_idle_timeout_not_triggered_while_traffic_flows, 0, 3);
     tcase_add_test(tc, test_set_idle_timeout_zero_disables_and_nonzero_restarts_countdown);
+    tcase_add_test(tc, test_deadline_closes_despite_traffic_and_clearing_it_does_not);
     tcase_add_loop_test(tc, test_idle_timeout_counts_from_creation_after_loop_was_busy, 0, 2);
     suite_add_tcase(s, tc);
 
