@@ -341,13 +341,20 @@ static void master_forget(struct master *m)
 static void master_spawn(struct master *m, int task_id)
 {
     int slot = scoreboard_alloc(m->sb, task_id, m->generation);
+    sigset_t mask;
     pid_t pid;
 
     if (slot < 0) {
         log_msg(LOG_ERR, 0, "worker %d: all %d scoreboard slots in use", task_id, SCOREBOARD_SLOTS);
         return;
     }
+    /* Until the worker has its own handlers, a signal meant for it (QUIT on
+     * a quick reload, logrotate's USR1) would meet the default action and
+     * kill it: block them across the fork; the worker unblocks them. */
+    sigprocmask(SIG_BLOCK, worker_signals(), &mask);
     pid = fork();
+    if (pid != 0)
+        sigprocmask(SIG_SETMASK, &mask, NULL);
     if (pid < 0) {
         log_msg(LOG_ERR, -errno, "worker %d: fork", task_id);
         scoreboard_release(m->sb, slot);
@@ -380,13 +387,19 @@ static void master_spawn(struct master *m, int task_id)
 /* Resizes the task table to n, keeping the restart timers of the others. */
 static int master_set_tasks(struct master *m, int n)
 {
+    int keep = n < m->ntasks ? n : m->ntasks;
+    double pending[keep > 0 ? keep : 1];        /* seconds left of a restart, or -1 */
     struct task *t;
 
     for (int i = n; i < m->ntasks; i++)
         ev_timer_stop(m->loop, &m->tasks[i].restart);
-    /* Restart timers are active watchers: they must not move. */
-    for (int i = 0; i < m->ntasks && i < n; i++)
-        ev_timer_stop(m->loop, &m->tasks[i].restart);
+    /* Restart timers are active watchers: they must not move. Stop them,
+     * and start again after the move those that were waiting. */
+    for (int i = 0; i < keep; i++) {
+        struct ev_timer *w = &m->tasks[i].restart;
+        pending[i] = ev_is_active(w) ? ev_timer_remaining(m->loop, w) : -1;
+        ev_timer_stop(m->loop, w);
+    }
     t = realloc(m->tasks, (size_t)(n > 0 ? n : 1) * sizeof(*t));
     if (t == NULL)
         return -ENOMEM;
@@ -395,8 +408,10 @@ static int master_set_tasks(struct master *m, int n)
             t[i].backoff_ms = RESTART_BACKOFF_MIN_MS;
         t[i].m = m;
         t[i].id = i;
-        ev_timer_init(&t[i].restart, master_restart_cb, 0., 0.);
+        ev_timer_init(&t[i].restart, master_restart_cb, i < keep && pending[i] > 0 ? pending[i] : 0., 0.);
         t[i].restart.data = &t[i];
+        if (i < keep && pending[i] >= 0)
+            ev_timer_start(m->loop, &t[i].restart);
     }
     m->tasks = t;
     m->ntasks = n;

@@ -270,6 +270,23 @@ static int worker_start_servers(struct worker *w, const struct pf_tcp_server_opt
     return 0;
 }
 
+const sigset_t *worker_signals(void)
+{
+    static sigset_t set;        /* the same every call; filled on the first */
+
+    if (!sigismember(&set, SIGTERM)) {
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGUSR1);
+        sigaddset(&set, SIGHUP);
+        sigaddset(&set, SIGTTIN);
+        sigaddset(&set, SIGTTOU);
+    }
+    return &set;
+}
+
 int worker_main(const struct worker_args *a)
 {
     const struct config *c = a->config;
@@ -318,6 +335,8 @@ int worker_main(const struct worker_args *a)
         return 1;
     }
     worker_start_watchers(&w);
+    /* Handlers in place: what arrived since the fork is delivered now. */
+    sigprocmask(SIG_UNBLOCK, worker_signals(), NULL);
     worker_beat(&w);
     SB_STORE(w.slot->state, SLOT_ACCEPTING);
     if (write(a->ready_fd, &msg, sizeof(msg)) != sizeof(msg))

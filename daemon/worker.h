@@ -3,6 +3,7 @@
 #define PREFORKD_WORKER_H
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -31,6 +32,10 @@ struct worker_ready_msg {
     int32_t slot;
     int32_t pid;
 };
+
+/* The signals a worker handles, blocked by the master across fork() until
+ * the worker's handlers are in place (the worker unblocks them). */
+const sigset_t *worker_signals(void);
 
 /* Runs the worker in this (forked) process on the default libev loop,
  * which must hold no watcher of the master's any more. Returns the exit

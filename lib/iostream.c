@@ -73,6 +73,7 @@ struct pf_iostream {
     bool hs_done;               /* the TLS handshake finished */
     bool read_wants_write;      /* TLS: the last read waits for writability */
     bool write_wants_read;      /* TLS: the last write waits for readability */
+    bool tls_closing;           /* closed; close_notify waits for the socket */
     pf_handshake_cb hs_cb;      /* TLS: to run once the handshake is done */
 
     ev_io rio, wio;
@@ -85,6 +86,7 @@ struct pf_iostream {
     ((struct pf_iostream *)((char *)(w) - offsetof(struct pf_iostream, field)))
 
 static void stream_close(struct pf_iostream *s, int reason);
+static void stream_finish_close(struct pf_iostream *s);
 
 static bool write_pending(const struct pf_iostream *s)
 {
@@ -553,6 +555,11 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct pf_iostream *s = STREAM_OF(w, wio);
 
     (void)loop;
+    if (s->tls_closing) {
+        if (!pf__tls_shutdown(s->ssl))
+            stream_finish_close(s);
+        return;
+    }
     if (s->ssl != NULL && (revents & EV_WRITE)) {
         if (!s->hs_done) {
             tls_handshake_step(s);
@@ -807,6 +814,10 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_tstamp now = ev_now(loop), at = timer_due(s);
 
     (void)revents;
+    if (s->tls_closing) {
+        stream_finish_close(s);     /* the peer reads no more: give up on close_notify */
+        return;
+    }
     if (at > 0 && at <= now) {
         stream_close(s, -ETIMEDOUT);
         return;
@@ -852,6 +863,20 @@ static void closer_run(struct pf_iostream *s)
     free(s);
 }
 
+/* The fd goes; the close callback and the free wait for the loop: the
+ * caller may be deep inside one of this stream's callbacks. */
+static void stream_finish_close(struct pf_iostream *s)
+{
+    ev_io_stop(s->loop, &s->wio);
+    ev_timer_stop(s->loop, &s->idle);
+    ev_clear_pending(s->loop, &s->wio);
+    ev_clear_pending(s->loop, &s->idle);
+    s->tls_closing = false;
+    close(s->fd);
+    s->fd = -1;
+    ev_feed_event(s->loop, &s->deferred, EV_CUSTOM);
+}
+
 static void stream_close(struct pf_iostream *s, int reason)
 {
     if (s->closed)
@@ -862,17 +887,21 @@ static void stream_close(struct pf_iostream *s, int reason)
     ev_io_stop(s->loop, &s->rio);
     ev_io_stop(s->loop, &s->wio);
     ev_timer_stop(s->loop, &s->idle);
-    if (s->ssl != NULL)
-        pf__tls_shutdown(s->ssl);
     ev_clear_pending(s->loop, &s->rio);
     ev_clear_pending(s->loop, &s->wio);
     ev_clear_pending(s->loop, &s->deferred);
-    close(s->fd);
-    s->fd = -1;
     drop_file(s);
-    /* The callback and the free wait for the loop: the caller may be deep
-     * inside one of this stream's callbacks. */
-    ev_feed_event(s->loop, &s->deferred, EV_CUSTOM);
+    /* The response may still fill the socket: close_notify then waits for
+     * room (a bounded while), or the peer could not tell the end of the
+     * data from a cut. After an error it is sent only if it fits now. */
+    if (s->ssl != NULL && pf__tls_shutdown(s->ssl) && reason == 0) {
+        s->tls_closing = true;
+        ev_io_start(s->loop, &s->wio);
+        ev_timer_set(&s->idle, PF_TLS_CLOSE_NOTIFY_SEC, 0.);
+        ev_timer_start(s->loop, &s->idle);
+        return;
+    }
+    stream_finish_close(s);
 }
 
 void pf_iostream_close(struct pf_iostream *s)

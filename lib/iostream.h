@@ -131,8 +131,10 @@ void pf_iostream_set_idle_timeout(struct pf_iostream *s, double sec);
  * e.g. a request head that must be complete in time; 0 clears it. */
 void pf_iostream_set_deadline(struct pf_iostream *s, double sec);
 
-/* Close now: pending writes are dropped, the fd is closed at once, and the
- * close callback runs from the loop with reason 0. Idempotent. */
+/* Close now: pending writes are dropped, the fd is closed at once (a TLS
+ * stream whose socket is full first waits up to PF_TLS_CLOSE_NOTIFY_SEC to
+ * send close_notify), and the close callback runs from the loop with reason
+ * 0. Idempotent. */
 void pf_iostream_close(struct pf_iostream *s);
 
 bool pf_iostream_closed(const struct pf_iostream *s);

@@ -193,9 +193,15 @@ void pf__tls_info(SSL *ssl, struct pf_tls_info *out)
     out->alpn_len = len;
 }
 
-void pf__tls_shutdown(SSL *ssl)
+bool pf__tls_shutdown(SSL *ssl)
 {
-    if (SSL_is_init_finished(ssl))
-        SSL_shutdown(ssl);
+    bool again = false;
+
+    if (SSL_is_init_finished(ssl)) {
+        int rc = SSL_shutdown(ssl);
+        /* 0: sent, the peer's is not awaited; WANT_WRITE: the socket is full. */
+        again = rc < 0 && SSL_get_error(ssl, rc) == SSL_ERROR_WANT_WRITE;
+    }
     ERR_clear_error();
+    return again;
 }

@@ -13,6 +13,9 @@ struct ssl_ctx_st;
 
 /* A handshake that has not finished after this long closes the stream. */
 #define PF_TLS_HANDSHAKE_TIMEOUT_SEC 10.0
+/* A closing stream whose socket is full waits this long for room to send
+ * close_notify (the data before it is in the kernel already). */
+#define PF_TLS_CLOSE_NOTIFY_SEC 2.0
 
 /* What a handshake settled; strings live as long as the stream. */
 struct pf_tls_info {

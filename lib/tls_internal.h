@@ -22,7 +22,8 @@ int pf__tls_handshake(SSL *ssl, enum pf__tls_want *want);
 void pf__tls_info(SSL *ssl, struct pf_tls_info *out);
 /* SSL_set_fd, but writes never raise SIGPIPE. 0 or -ENOMEM. */
 int pf__tls_set_fd(SSL *ssl, int fd);
-/* Sends close_notify if it can without blocking; never waits for the peer's. */
-void pf__tls_shutdown(SSL *ssl);
+/* Sends close_notify if it can without blocking; never waits for the
+ * peer's. True when the socket was full: call again once writable. */
+bool pf__tls_shutdown(SSL *ssl);
 
 #endif

@@ -20,18 +20,23 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Bound on waiting for something that should happen. */
-#define WAIT_SEC 3.0
+#define WAIT_SEC 5.0
 /* Time the loop gets to do something that should NOT happen. */
 #define SETTLE_SEC 0.1
 #define MAX_READS 16
@@ -44,10 +49,15 @@
 #define BRIDGE_LINGER_SEC 3.0
 /* handshake_timeout_sec of the servers that meet bad clients. */
 #define HANDSHAKE_TIMEOUT_SEC 0.5
-/* The loop's heartbeat while a server is tested, and the longest pause
- * between two beats that still counts as "never blocked". */
+/* The loop's heartbeat while a server is tested, and how much longer than
+ * the machine itself (see struct ref_beat) it may pause and still count as
+ * "never blocked". An overloaded 2-core CI box delays one thread's wakeups
+ * by up to ~0.7 s more than another's; a handshake that blocked the loop
+ * stalls it for as long as its client dawdles, which the 3 s handshake
+ * timeout of test_server_stalled_handshakes_do_not_delay_other_clients
+ * makes long enough to see. */
 #define TICK_SEC 0.01
-#define MAX_TICK_GAP_SEC 0.25
+#define MAX_EXTRA_STALL_SEC 1.0
 /* Streams a server test keeps track of. */
 #define MAX_CONNS 16
 #define ALPN_HTTP11 "http/1.1"
@@ -189,12 +199,26 @@ enum helper_exit {
     HELPER_HANDSHAKE = 3,       /* the handshake or the verification failed */
     HELPER_ECHO = 4,            /* the echo did not come back */
     HELPER_ALPN = 5,            /* the server did not choose the offered ALPN */
+    HELPER_NO_CLOSE_NOTIFY = 6, /* the stream ended the connection without close_notify */
+};
+
+/* How a connection the bridge reads from ended: with close_notify, or not. */
+static int helper_end(SSL *ssl, int rc)
+{
+    return SSL_get_error(ssl, rc) == SSL_ERROR_ZERO_RETURN ? HELPER_OK : HELPER_NO_CLOSE_NOTIFY;
+}
+
+/* What the bridge does when the test closes peer. */
+enum bridge_end {
+    BRIDGE_LINGER,              /* close_notify, then wait for the stream's */
+    BRIDGE_NOTIFY_AND_EXIT,     /* close_notify, then exit at once */
+    BRIDGE_JUST_EXIT,           /* exit without close_notify (many HTTP clients) */
 };
 
 /* The peer's side ended: send close_notify, then relay what the stream still
  * sends (a half-closed peer may read on) until its close_notify or EOF, so
  * that the stream never answers into a closed socket. */
-static void bridge_linger(SSL *ssl, int tls_fd, int plain_fd)
+static int bridge_linger(SSL *ssl, int tls_fd, int plain_fd)
 {
     double deadline = tu_now() + BRIDGE_LINGER_SEC;
     char buf[BRIDGE_CHUNK];
@@ -203,7 +227,7 @@ static void bridge_linger(SSL *ssl, int tls_fd, int plain_fd)
     while ((rc = SSL_shutdown(ssl)) < 0 && tu_now() < deadline) {
         int e = SSL_get_error(ssl, rc);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-            return;
+            return HELPER_NO_CLOSE_NOTIFY;
         ssl_wait(ssl, rc, tls_fd, 50);
     }
     while (tu_now() < deadline) {
@@ -217,13 +241,29 @@ static void bridge_linger(SSL *ssl, int tls_fd, int plain_fd)
         }
         e = SSL_get_error(ssl, n);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-            return;
+            return helper_end(ssl, n);
         ssl_wait(ssl, n, tls_fd, 50);
     }
+    return HELPER_NO_CLOSE_NOTIFY;
 }
 
-/* Plaintext both ways until either side ends. */
-static void bridge_relay(SSL *ssl, int tls_fd, int plain_fd)
+/* The peer closed; returns a helper_exit. */
+static int bridge_peer_closed(SSL *ssl, int tls_fd, int plain_fd, enum bridge_end end)
+{
+    switch (end) {
+    case BRIDGE_LINGER:
+        break;
+    case BRIDGE_NOTIFY_AND_EXIT:
+        SSL_shutdown(ssl);
+        return HELPER_OK;
+    case BRIDGE_JUST_EXIT:
+        return HELPER_OK;
+    }
+    return bridge_linger(ssl, tls_fd, plain_fd);
+}
+
+/* Plaintext both ways until either side ends; returns a helper_exit. */
+static int bridge_relay(SSL *ssl, int tls_fd, int plain_fd, enum bridge_end end)
 {
     char buf[BRIDGE_CHUNK];
 
@@ -234,40 +274,40 @@ static void bridge_relay(SSL *ssl, int tls_fd, int plain_fd)
         ssize_t n;
 
         if (SSL_pending(ssl) == 0 && poll(p, 2, -1) < 0 && errno != EINTR)
-            return;
+            return HELPER_SETUP;
         if (SSL_pending(ssl) > 0 || p[0].revents != 0) {
             int got = SSL_read(ssl, buf, sizeof(buf));
             int e;
 
             if (got > 0) {
-                if (!tu_write_all(plain_fd, buf, (size_t)got)) {
-                    bridge_linger(ssl, tls_fd, plain_fd);
-                    return;
-                }
+                if (!tu_write_all(plain_fd, buf, (size_t)got))
+                    return bridge_linger(ssl, tls_fd, plain_fd);
                 continue;
             }
             e = SSL_get_error(ssl, got);
             /* close_notify, EOF or an error: the stream is done with us. */
             if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-                return;
+                return helper_end(ssl, got);
         }
         if (p[1].revents != 0) {
             n = read(plain_fd, buf, sizeof(buf));
             if (n < 0 && errno == EINTR)
                 continue;
-            if (n <= 0 || !ssl_write_all(ssl, tls_fd, buf, (size_t)n)) {
-                bridge_linger(ssl, tls_fd, plain_fd);
-                return;
-            }
+            if (n <= 0)
+                return bridge_peer_closed(ssl, tls_fd, plain_fd, end);
+            if (!ssl_write_all(ssl, tls_fd, buf, (size_t)n))
+                return bridge_linger(ssl, tls_fd, plain_fd);
         }
     }
 }
 
-static void bridge_main(int tls_fd, int plain_fd, const char *alpn) __attribute__((noreturn));
-static void bridge_main(int tls_fd, int plain_fd, const char *alpn)
+static void bridge_main(int tls_fd, int plain_fd, const char *alpn, enum bridge_end end)
+    __attribute__((noreturn));
+static void bridge_main(int tls_fd, int plain_fd, const char *alpn, enum bridge_end end)
 {
     SSL_CTX *ctx;
     SSL *ssl;
+    int rc;
 
     helper_setup(tls_fd, plain_fd);
     ctx = client_ctx_new(alpn);
@@ -278,15 +318,15 @@ static void bridge_main(int tls_fd, int plain_fd, const char *alpn)
         SSL_CTX_free(ctx);
         _exit(HELPER_HANDSHAKE);
     }
-    bridge_relay(ssl, tls_fd, plain_fd);
+    rc = bridge_relay(ssl, tls_fd, plain_fd, end);
     SSL_free(ssl);
     SSL_CTX_free(ctx);
-    _exit(HELPER_OK);
+    _exit(rc);
 }
 
 /* A bridge process: *stream_fd is for pf_iostream_new_tls, *peer is the
  * test's plaintext end. */
-static pid_t bridge_start(int *stream_fd, int *peer, const char *alpn)
+static pid_t bridge_start(int *stream_fd, int *peer, const char *alpn, enum bridge_end end)
 {
     int tls[2], plain[2];
     pid_t pid;
@@ -296,7 +336,7 @@ static pid_t bridge_start(int *stream_fd, int *peer, const char *alpn)
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0)
-        bridge_main(tls[1], plain[1], alpn);
+        bridge_main(tls[1], plain[1], alpn, end);
     close(tls[1]);
     close(plain[1]);
     *stream_fd = tls[0];
@@ -357,7 +397,8 @@ struct ctx {
     int fd;                     /* the stream's end */
     int peer;                   /* the test's plaintext end; -1 once closed */
     pid_t bridge;
-    bool bridge_killed;         /* the test killed it: no exit status to check */
+    bool no_bridge_status;      /* killed, or its handshake failed on purpose */
+    bool close_notify_optional; /* the test is not about close_notify */
 
     /* Set around every pf_iostream_* call the test makes: a callback that
      * runs while it is set ran inside the call. */
@@ -544,23 +585,28 @@ static void t_close(struct ctx *c)
 }
 
 /* A server-side TLS stream behind a bridge whose client offers alpn. */
-static void ctx_init_alpn(struct ctx *c, const struct pf_iostream_options *opt,
-                          const char *alpn, bool server_alpn)
+static void ctx_open(struct ctx *c, const struct pf_iostream_options *opt, const char *alpn,
+                     bool server_alpn, enum bridge_end end)
 {
     memset(c, 0, sizeof(*c));
     c->loop = ev_loop_new(0);
     ck_assert_ptr_nonnull(c->loop);
     c->server_ctx = server_ctx_new(server_alpn);
-    c->bridge = bridge_start(&c->fd, &c->peer, alpn);
+    c->bridge = bridge_start(&c->fd, &c->peer, alpn, end);
     c->s = pf_iostream_new_tls(c->loop, c->fd, opt, c->server_ctx, true);
     ck_assert_ptr_nonnull(c->s);
     pf_iostream_set_data(c->s, c);
     pf_iostream_set_close_cb(c->s, close_cb);
 }
 
+static void ctx_init_alpn(struct ctx *c, const char *alpn, bool server_alpn)
+{
+    ctx_open(c, NULL, alpn, server_alpn, BRIDGE_LINGER);
+}
+
 static void ctx_init(struct ctx *c, const struct pf_iostream_options *opt)
 {
-    ctx_init_alpn(c, opt, NULL, false);
+    ctx_open(c, opt, NULL, false, BRIDGE_LINGER);
 }
 
 static void run_for(struct ctx *c, double sec)
@@ -585,7 +631,8 @@ static bool run_until_closed(struct ctx *c, double timeout_sec)
 }
 
 /* Closes the stream if the test left it open, ends the bridge and checks it
- * had nothing to complain about (its handshake verified "localhost"). */
+ * had nothing to complain about: its handshake verified "localhost", and the
+ * stream ended with close_notify. */
 static void ctx_done(struct ctx *c)
 {
     int rc;
@@ -597,9 +644,12 @@ static void ctx_done(struct ctx *c)
     if (c->peer >= 0)
         close(c->peer);
     c->peer = -1;
-    rc = helper_wait(c->bridge, WAIT_SEC);
-    if (!c->bridge_killed)
-        ck_assert_msg(rc == HELPER_OK, "bridge exit status %d", rc);
+    rc = c->bridge > 0 ? helper_wait(c->bridge, WAIT_SEC) : HELPER_OK;
+    if (c->close_notify_optional && rc == HELPER_NO_CLOSE_NOTIFY)
+        rc = HELPER_OK;
+    if (!c->no_bridge_status)
+        ck_assert_msg(rc == HELPER_OK, "bridge exit status %d%s", rc,
+                      rc == HELPER_NO_CLOSE_NOTIFY ? " (the stream sent no close_notify)" : "");
     for (int i = 0; i < c->nreads && i < MAX_READS; i++)
         free(c->rbuf[i]);
     c->nreads = 0;
@@ -672,7 +722,23 @@ static void bridge_kill(struct ctx *c)
 {
     kill(c->bridge, SIGKILL);
     ck_assert_int_eq(helper_wait(c->bridge, WAIT_SEC), 128 + SIGKILL);
-    c->bridge_killed = true;
+    c->no_bridge_status = true;
+}
+
+/* A ping from the peer, a pong from the stream. Afterwards the handshake is
+ * done and the bridge has read the session tickets that follow it: a client
+ * that exits with them unread would reset the connection, not close it. */
+static void ping_pong(struct ctx *c)
+{
+    int reads = c->nreads;
+    char buf[4];
+
+    ck_assert_int_eq(pf_iostream_read_bytes(c->s, 4, false, read_cb), 0);
+    peer_write(c, "ping");
+    ck_assert(run_until_count(c, &c->nreads, reads + 1, WAIT_SEC));
+    ck_assert_int_eq(pf_iostream_write(c->s, "pong", 4, NULL), 0);
+    ck_assert_uint_eq(read_peer_while_running(c, buf, 4, WAIT_SEC), 4);
+    ck_assert(memcmp(buf, "pong", 4) == 0);
 }
 
 #define ASSERT_READ(c, i, want) assert_read((c), (i), (want), sizeof(want) - 1)
@@ -724,15 +790,15 @@ START_TEST(test_server_ctx_new_loads_matching_certificate_and_key)
 END_TEST
 
 /* Asserts that loading (cert, key) fails with a message holding every
- * string of want (NULL-terminated) and, if any is given, one of reasons. */
+ * string of want (NULL-terminated) and, if reasons is given, one of them;
+ * the message goes to errmsg (PF_ERRMSG_SIZE). */
 static void assert_ctx_fails(const char *cert, const char *key, const char *const *want,
-                             const char *const *reasons)
+                             const char *const *reasons, char *errmsg)
 {
-    char errmsg[PF_ERRMSG_SIZE];
-    SSL_CTX *ctx;
     bool reason_found = reasons == NULL;
+    SSL_CTX *ctx;
 
-    memset(errmsg, 0, sizeof(errmsg));
+    memset(errmsg, 0, PF_ERRMSG_SIZE);
     ctx = pf_tls_server_ctx_new(cert, key, errmsg);
     ck_assert_msg(ctx == NULL, "pf_tls_server_ctx_new(%s, %s) succeeded", cert, key);
     for (int i = 0; want[i] != NULL; i++)
@@ -752,43 +818,42 @@ static const char *const missing_reasons[] = { "system lib", "No such file", "no
 START_TEST(test_server_ctx_new_missing_certificate_names_path_and_reason)
 {
     const char *want[] = { "c-missing.pem", NULL };
+    char errmsg[PF_ERRMSG_SIZE];
 
-    assert_ctx_fails(fx.missing_cert, fx.key, want, missing_reasons);
+    assert_ctx_fails(fx.missing_cert, fx.key, want, missing_reasons, errmsg);
 }
 END_TEST
 
 START_TEST(test_server_ctx_new_missing_key_names_path_and_reason)
 {
     const char *want[] = { "k-missing.pem", NULL };
+    char errmsg[PF_ERRMSG_SIZE];
 
-    assert_ctx_fails(fx.cert, fx.missing_key, want, missing_reasons);
+    assert_ctx_fails(fx.cert, fx.missing_key, want, missing_reasons, errmsg);
 }
 END_TEST
 
-/* _i == 0: a garbage certificate; 1: the same file as the key. */
+/* _i == 0: a garbage certificate; 1: the same file as the key. The name,
+ * then OpenSSL's reason after it. */
 START_TEST(test_server_ctx_new_garbage_pem_names_file)
 {
-    const char *want[] = { "garbage.pem", ": ", NULL };
-    char errmsg[PF_ERRMSG_SIZE] = "";
+    const char *want[] = { "garbage.pem: ", NULL };
+    char errmsg[PF_ERRMSG_SIZE];
     const char *after;
 
     assert_ctx_fails(_i == 0 ? fx.garbage : fx.cert, _i == 0 ? fx.key : fx.garbage, want,
-                     NULL);
-    /* And a reason after the name, not just the name. */
-    ck_assert_ptr_null(pf_tls_server_ctx_new(_i == 0 ? fx.garbage : fx.cert,
-                                             _i == 0 ? fx.key : fx.garbage, errmsg));
-    after = strstr(errmsg, "garbage.pem: ");
-    ck_assert_msg(after != NULL && strlen(after) > strlen("garbage.pem: "),
-                  "\"%s\": no reason after the file name", errmsg);
-    ERR_clear_error();
+                     NULL, errmsg);
+    after = strstr(errmsg, "garbage.pem: ") + strlen("garbage.pem: ");
+    ck_assert_msg(strlen(after) > 0, "\"%s\": no reason after the file name", errmsg);
 }
 END_TEST
 
 START_TEST(test_server_ctx_new_key_of_another_certificate_does_not_match)
 {
     const char *want[] = { "does not match", "k-other.pem", NULL };
+    char errmsg[PF_ERRMSG_SIZE];
 
-    assert_ctx_fails(fx.cert, fx.other_key, want, NULL);
+    assert_ctx_fails(fx.cert, fx.other_key, want, NULL, errmsg);
 }
 END_TEST
 
@@ -917,6 +982,8 @@ START_TEST(test_tls_half_closed_peer_still_gets_answer_written_after_eof)
     ck_assert(want != NULL && got != NULL);
     fill_pattern(want, 0, len);
     ctx_init(&c, NULL);
+    /* Data and EOF are the point here; close_notify has its own test. */
+    c.close_notify_optional = true;
     c.response = want;
     c.response_len = len;
     ck_assert_int_eq(t_read_until_close(&c, answer_at_eof_cb), 0);
@@ -932,6 +999,65 @@ START_TEST(test_tls_half_closed_peer_still_gets_answer_written_after_eof)
     ctx_done(&c);
     free(want);
     free(got);
+}
+END_TEST
+
+/* The kernel refuses a send once a unix socket's queued bytes (SIOCOUTQ)
+ * reach SO_SNDBUF. */
+static bool socket_full(int fd)
+{
+    int outq = 0, sndbuf = 0;
+    socklen_t len = sizeof(sndbuf);
+
+    ck_assert_int_eq(ioctl(fd, SIOCOUTQ, &outq), 0);
+    ck_assert_int_eq(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len), 0);
+    return outq >= sndbuf;
+}
+
+/* A Connection: close response: every byte handed to the kernel (no write
+ * pending), then pf_iostream_close. With the bridge paused the socket is
+ * full at that moment, as it is whenever a client reads slower than the
+ * server writes. iostream.h: "Closing sends close_notify" -- the client must
+ * get it once it reads on, or it cannot tell the response from a truncated
+ * one. */
+START_TEST(test_tls_close_after_writes_fill_socket_still_sends_close_notify)
+{
+    enum { CHUNK = 1000 };
+    unsigned char chunk[CHUNK], *got;
+    size_t sent = 0, n;
+    struct ctx c;
+    int rc;
+
+    ctx_init(&c, NULL);
+    ping_pong(&c);              /* nothing else left in flight */
+    ck_assert_int_eq(kill(c.bridge, SIGSTOP), 0);
+    while (!socket_full(c.fd)) {
+        fill_pattern(chunk, sent, CHUNK);
+        ck_assert_int_eq(t_write(&c, chunk, CHUNK, write_cb), 0);
+        ck_assert_msg(!pf_iostream_writing(c.s), "a write stayed queued after %zu bytes", sent);
+        sent += CHUNK;
+        ck_assert_uint_lt(sent, 16u << 20);
+    }
+    ck_assert(run_until_count(&c, &c.nwrites, (int)(sent / CHUNK), WAIT_SEC));
+    t_close(&c);
+    /* The client reads on; the stream may wait for that to send close_notify. */
+    ck_assert_int_eq(kill(c.bridge, SIGCONT), 0);
+    got = malloc(sent + 1);
+    ck_assert_ptr_nonnull(got);
+    n = read_peer_while_running(&c, got, sent + 1, WAIT_SEC);
+    ck_assert_msg(n == sent, "peer got %zu of %zu bytes", n, sent);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(got[i] == pattern_byte(i), "peer got a wrong byte at %zu", i);
+    free(got);
+    ck_assert(run_until_closed(&c, WAIT_SEC));
+    assert_closed_once(&c, 0);
+    close(c.peer);
+    c.peer = -1;
+    rc = helper_wait(c.bridge, WAIT_SEC);
+    c.bridge = -1;              /* reaped */
+    ck_assert_msg(rc == HELPER_OK, "bridge exit status %d%s", rc,
+                  rc == HELPER_NO_CLOSE_NOTIFY ? " (the stream sent no close_notify)" : "");
+    ctx_done(&c);
 }
 END_TEST
 
@@ -1179,20 +1305,18 @@ START_TEST(test_tls_close_notify_from_vanished_peer_closes_stream_without_sigpip
     struct ctx c;
 
     signal(SIGPIPE, SIG_DFL);
-    ctx_init(&c, NULL);
-    ck_assert_int_eq(t_wait_for_handshake(&c), 0);
-    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    ctx_open(&c, NULL, NULL, false, BRIDGE_NOTIFY_AND_EXIT);
+    ping_pong(&c);
     peer_write(&c, "bye");
-    run_for(&c, SETTLE_SEC);    /* the bridge relays while the loop runs */
     peer_close(&c);
-    /* The bridge sends close_notify and lingers for ours: kill it once its
-     * close_notify is on the way, i.e. after the loop had a moment. */
-    usleep(200 * 1000);
-    bridge_kill(&c);
+    /* The loop stands still: "bye" and close_notify wait in the socket of a
+     * client that is gone. */
+    ck_assert_int_eq(helper_wait(c.bridge, WAIT_SEC), HELPER_OK);
+    c.bridge = -1;
     ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
     ck_assert(run_until_closed(&c, WAIT_SEC));
-    ck_assert_int_eq(c.nreads, 1);
-    ASSERT_READ(&c, 0, "bye");
+    ck_assert_int_eq(c.nreads, 2);
+    ASSERT_READ(&c, 1, "bye");
     assert_closed_once(&c, 0);
     ctx_done(&c);
 }
@@ -1207,17 +1331,18 @@ START_TEST(test_tls_peer_gone_without_close_notify_ends_read_until_close_like_eo
     struct ctx c;
 
     signal(SIGPIPE, SIG_DFL);
-    ctx_init(&c, NULL);
+    ctx_open(&c, NULL, NULL, false, BRIDGE_JUST_EXIT);
+    ping_pong(&c);
     ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
     peer_write(&c, "last words");
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nreads, 0);
-    bridge_kill(&c);
+    peer_close(&c);
     ck_assert(run_until_closed(&c, WAIT_SEC));
-    ck_assert_msg(c.nreads == 1, "read_until_close never completed (close reason %d, %s)",
+    ck_assert_msg(c.nreads == 2, "read_until_close never completed (close reason %d, %s)",
                   c.close_reason, strerror(-c.close_reason));
-    ASSERT_READ(&c, 0, "last words");
+    ASSERT_READ(&c, 1, "last words");
     assert_closed_once(&c, 0);
+    ck_assert_int_eq(helper_wait(c.bridge, WAIT_SEC), HELPER_OK);
+    c.bridge = -1;
     ctx_done(&c);
 }
 END_TEST
@@ -1229,7 +1354,7 @@ START_TEST(test_wait_for_handshake_runs_once_from_loop_with_tls13_cipher_and_alp
     struct pf_tls_info info = { 0 };
     struct ctx c;
 
-    ctx_init_alpn(&c, NULL, ALPN_HTTP11, true);
+    ctx_init_alpn(&c, ALPN_HTTP11, true);
     ck_assert_msg(!pf_iostream_tls_info(c.s, &info), "tls_info true before the handshake");
     ck_assert_int_eq(t_wait_for_handshake(&c), 0);
     ck_assert_int_eq(c.nhs, 0);
@@ -1265,7 +1390,7 @@ START_TEST(test_wait_for_handshake_reports_no_alpn_when_none_chosen)
     struct pf_tls_info info = { 0 };
     struct ctx c;
 
-    ctx_init_alpn(&c, NULL, _i == 0 ? NULL : ALPN_HTTP11, false);
+    ctx_init_alpn(&c, _i == 0 ? NULL : ALPN_HTTP11, false);
     ck_assert_int_eq(t_wait_for_handshake(&c), 0);
     ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
     ck_assert_str_eq(c.hs_protocol, "TLSv1.3");
@@ -1306,7 +1431,7 @@ START_TEST(test_wait_for_handshake_on_plain_stream_einval_and_on_closed_stream_e
     run_for(&c, SETTLE_SEC);
     ck_assert_int_eq(c.nhs, 0);
     /* The bridge's handshake failed: nothing to check there. */
-    c.bridge_killed = true;
+    c.no_bridge_status = true;
     ctx_done(&c);
 }
 END_TEST
@@ -1319,6 +1444,7 @@ struct srv_state;
 struct conn {
     struct srv_state *st;
     int index;
+    double accept_time;
     bool closed;
     int reason;
     double close_time;
@@ -1326,18 +1452,74 @@ struct conn {
     char alpn[32];
 };
 
+/* A thread that beats every TICK_SEC beside the loop. Its longest pause is
+ * what the machine imposed on this process (a loaded CI box, CPU quotas), so
+ * that only a pause of the loop beyond it is the loop's own. */
+struct ref_beat {
+    pthread_t thread;
+    atomic_bool running;        /* set once the thread is in its loop */
+    atomic_bool stop;
+    atomic_bool reset;
+    atomic_llong max_gap_ns;
+};
+
+static long long mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void *ref_beat_main(void *arg)
+{
+    struct ref_beat *rb = arg;
+    const struct timespec tick = { 0, (long)(TICK_SEC * 1e9) };
+    long long last = mono_ns();
+
+    /* From here on it holds no lock (no malloc, no stdio): a fork of the
+     * test process cannot leave a child waiting for one. */
+    atomic_store(&rb->running, true);
+    while (!atomic_load(&rb->stop)) {
+        long long now;
+
+        nanosleep(&tick, NULL);
+        now = mono_ns();
+        if (atomic_exchange(&rb->reset, false))
+            atomic_store(&rb->max_gap_ns, 0);
+        else if (now - last > atomic_load(&rb->max_gap_ns))
+            atomic_store(&rb->max_gap_ns, now - last);
+        last = now;
+    }
+    return NULL;
+}
+
 struct srv_state {
     struct ev_loop *loop;
     struct pf_tcp_server *srv;
-    SSL_CTX *own_ctx;           /* test 5: the caller's context (our reference) */
     unsigned port;
     int naccepted;
     int nclosed;
     struct conn conns[MAX_CONNS];
     ev_timer ticker;            /* the loop's heartbeat */
     double last_tick, max_gap;
+    struct ref_beat ref;
     int fds_before;
 };
+
+/* The longest pause the machine imposed so far, in seconds. */
+static double machine_stall(struct srv_state *st)
+{
+    return (double)atomic_load(&st->ref.max_gap_ns) / 1e9;
+}
+
+/* Forget the pauses so far (e.g. a fork that held the loop on purpose). */
+static void reset_stalls(struct srv_state *st)
+{
+    atomic_store(&st->ref.reset, true);
+    st->last_tick = tu_now();
+    st->max_gap = 0;
+}
 
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -1391,6 +1573,7 @@ static void srv_stream_cb(struct pf_tcp_server *srv, struct pf_iostream *s,
     cn = &st->conns[st->naccepted];
     cn->st = st;
     cn->index = st->naccepted++;
+    cn->accept_time = tu_now();
     pf_iostream_set_data(s, cn);
     pf_iostream_set_close_cb(s, srv_close_cb);
     ck_assert_int_eq(pf_iostream_wait_for_handshake(s, srv_handshake_cb), 0);
@@ -1423,6 +1606,15 @@ static void srv_start(struct srv_state *st, SSL_CTX *ctx, double handshake_timeo
     ev_timer_init(&st->ticker, tick_cb, TICK_SEC, TICK_SEC);
     ev_timer_start(st->loop, &st->ticker);
     st->last_tick = tu_now();
+    atomic_init(&st->ref.running, false);
+    atomic_init(&st->ref.stop, false);
+    atomic_init(&st->ref.reset, false);
+    atomic_init(&st->ref.max_gap_ns, 0);
+    ck_assert_int_eq(pthread_create(&st->ref.thread, NULL, ref_beat_main, &st->ref), 0);
+    /* A thread still starting may hold the allocator's lock (ASan's): the
+     * tests fork, and a child would wait for it forever. */
+    while (!atomic_load(&st->ref.running))
+        usleep(1000);
 }
 
 static void srv_run_for(struct srv_state *st, double sec)
@@ -1454,12 +1646,18 @@ static void srv_done(struct srv_state *st)
     pf_tcp_server_free(st->srv);
     ev_timer_stop(st->loop, &st->ticker);
     ev_loop_destroy(st->loop);
+    atomic_store(&st->ref.stop, true);
+    ck_assert_int_eq(pthread_join(st->ref.thread, NULL), 0);
     ck_assert_int_eq(tu_fd_count(), st->fds_before);
 }
 
-static void assert_loop_never_blocked(const struct srv_state *st)
+static void assert_loop_never_blocked(struct srv_state *st)
 {
-    ck_assert_msg(st->max_gap < MAX_TICK_GAP_SEC, "the loop stalled for %.3f s", st->max_gap);
+    double stall = machine_stall(st);
+
+    ck_assert_msg(st->max_gap < stall + MAX_EXTRA_STALL_SEC,
+                  "the loop stalled for %.3f s (the machine, at most %.3f s)", st->max_gap,
+                  stall);
 }
 
 /* A blocking OpenSSL client in a child: sends a message, wants it echoed
@@ -1471,22 +1669,21 @@ static pid_t spawn_tls_echo_client(unsigned port, const char *alpn)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         static const char msg[] = "hello over TLS\n";
-        struct timeval tv = { .tv_sec = 3 };
+        struct timeval tv = { .tv_sec = (time_t)WAIT_SEC };
         char back[sizeof(msg)];
         const unsigned char *chosen = NULL;
         unsigned chosen_len = 0;
         size_t got = 0;
-        SSL_CTX *ctx;
+        /* The context first: the handshake deadline starts at connect. */
+        SSL_CTX *ctx = client_ctx_new(alpn);
         SSL *ssl;
-        int fd = tu_connect_tcp("127.0.0.1", port);
+        int fd;
 
-        if (fd < 0)
+        if (ctx == NULL || (fd = tu_connect_tcp("127.0.0.1", port)) < 0)
             _exit(HELPER_SETUP);
         helper_setup(fd, fd);
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if ((ctx = client_ctx_new(alpn)) == NULL)
-            _exit(HELPER_SETUP);
         if ((ssl = client_connect(ctx, fd)) == NULL)
             _exit(HELPER_HANDSHAKE);
         if (SSL_write(ssl, msg, (int)sizeof(msg) - 1) != (int)sizeof(msg) - 1)
@@ -1516,6 +1713,8 @@ static int serve_until_child_exits(struct srv_state *st, pid_t pid, double timeo
     double deadline = tu_now() + timeout_sec;
     int status;
 
+    /* The fork itself (slow under ASan) held the loop: that stall is ours. */
+    reset_stalls(st);
     while (tu_now() < deadline) {
         pid_t r = waitpid(pid, &status, WNOHANG);
 
@@ -1526,6 +1725,31 @@ static int serve_until_child_exits(struct srv_state *st, pid_t pid, double timeo
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
+}
+
+/*
+ * A good client's echo round trip; its exit status. With a 0.5 s handshake
+ * deadline a client that a loaded machine does not schedule in time is cut
+ * off by design: that attempt (the server closed it with -ETIMEDOUT) does
+ * not count, and it tries again.
+ */
+static int good_client_echo(struct srv_state *st)
+{
+    int rc = -1;
+
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int before = st->naccepted;
+
+        rc = serve_until_child_exits(st, spawn_tls_echo_client(st->port, NULL), 2 * WAIT_SEC);
+        if (rc == HELPER_OK || st->naccepted != before + 1)
+            break;
+        ck_assert(srv_run_until_count(st, &st->nclosed, st->naccepted, WAIT_SEC));
+        if (st->conns[before].reason != -ETIMEDOUT)
+            break;
+        fprintf(stderr, "check_tls: a good client missed the %.1f s handshake deadline; again\n",
+                HANDSHAKE_TIMEOUT_SEC);
+    }
+    return rc;
 }
 
 /* A real ClientHello, as OpenSSL's client first sends it. */
@@ -1616,7 +1840,9 @@ START_TEST(test_server_closes_bad_tls_client_and_keeps_serving)
     double t0, seen, after;
     int fd, rc;
 
-    srv_start(&st, NULL, HANDSHAKE_TIMEOUT_SEC);
+    /* A reset must close the stream by itself: a deadline that is far away
+     * tells the two apart, and leaves time to accept before the reset. */
+    srv_start(&st, NULL, bad == BAD_HALF_HELLO_RESET ? WAIT_SEC : HANDSHAKE_TIMEOUT_SEC);
     fd = connect_client(&st);
     t0 = tu_now();
     switch (bad) {
@@ -1645,9 +1871,11 @@ START_TEST(test_server_closes_bad_tls_client_and_keeps_serving)
         ck_assert_msg(seen > 0, "%s: the server never closed the connection", name);
         after = seen - t0;
         if (bad == BAD_PLAINTEXT_HTTP)
-            ck_assert_msg(after < 1.0, "%s: closed after %.3f s", name, after);
+            ck_assert_msg(after < 1.0 + machine_stall(&st), "%s: closed after %.3f s", name,
+                          after);
         else
-            ck_assert_msg(after >= HANDSHAKE_TIMEOUT_SEC - 0.05 && after <= 2.0,
+            ck_assert_msg(after >= HANDSHAKE_TIMEOUT_SEC - 0.05 &&
+                          after <= 2.0 + machine_stall(&st),
                           "%s: closed after %.3f s, handshake timeout %.1f s", name, after,
                           HANDSHAKE_TIMEOUT_SEC);
         close(fd);
@@ -1656,7 +1884,7 @@ START_TEST(test_server_closes_bad_tls_client_and_keeps_serving)
                   "%s: the server's stream never closed", name);
     ck_assert_int_eq(st.naccepted, 1);
     ck_assert_int_eq(st.conns[0].nhs, 0);
-    after = st.conns[0].close_time - t0;
+    after = st.conns[0].close_time - st.conns[0].accept_time;
     switch (bad) {
     case BAD_PLAINTEXT_HTTP:
         ck_assert_msg(st.conns[0].reason == -EPROTO, "%s: close reason %d (%s), want -EPROTO",
@@ -1667,24 +1895,21 @@ START_TEST(test_server_closes_bad_tls_client_and_keeps_serving)
         ck_assert_msg(st.conns[0].reason == -ETIMEDOUT,
                       "%s: close reason %d (%s), want -ETIMEDOUT", name, st.conns[0].reason,
                       strerror(-st.conns[0].reason));
-        ck_assert_msg(after >= HANDSHAKE_TIMEOUT_SEC - 0.05 && after <= 2.0,
-                      "%s: stream closed after %.3f s", name, after);
+        ck_assert_msg(after >= HANDSHAKE_TIMEOUT_SEC - 0.05 && after <= 2.0 + machine_stall(&st),
+                      "%s: stream closed %.3f s after it was accepted", name, after);
         break;
     case BAD_HALF_HELLO_RESET:
         /* A reset is no stall: no need to wait for the timeout. */
         ck_assert_msg(st.conns[0].reason < 0 && st.conns[0].reason != -ETIMEDOUT,
                       "%s: close reason %d (%s)", name, st.conns[0].reason,
                       strerror(-st.conns[0].reason));
-        ck_assert_msg(after < HANDSHAKE_TIMEOUT_SEC, "%s: stream closed after %.3f s", name,
-                      after);
         break;
     }
     assert_loop_never_blocked(&st);
 
-    rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, NULL), 5.0);
+    rc = good_client_echo(&st);
     ck_assert_msg(rc == HELPER_OK, "after a %s, a good client exited %d", name, rc);
-    ck_assert_int_eq(st.naccepted, 2);
-    ck_assert_int_eq(st.conns[1].nhs, 1);
+    ck_assert_int_eq(st.conns[st.naccepted - 1].nhs, 1);
     assert_loop_never_blocked(&st);
     srv_done(&st);
 }
@@ -1695,12 +1920,12 @@ END_TEST
  * its 10 ms heartbeat. */
 START_TEST(test_server_stalled_handshakes_do_not_delay_other_clients)
 {
-    const double timeout = 1.5;
+    const double timeout = 3.0;
     unsigned char hello[4096];
     size_t hello_len = capture_client_hello(hello, sizeof(hello));
     struct srv_state st;
     int fds[3];
-    double t0, took;
+    double t0;
     int rc;
 
     srv_start(&st, NULL, timeout);
@@ -1711,23 +1936,21 @@ START_TEST(test_server_stalled_handshakes_do_not_delay_other_clients)
     ck_assert(tu_write_all(fds[2], hello, hello_len - 1));   /* all but one byte */
     serve_until_accepted(&st, 2);
     t0 = tu_now();
-    rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, NULL), 5.0);
-    took = tu_now() - t0;
+    rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, NULL), 2 * WAIT_SEC);
     ck_assert_msg(rc == HELPER_OK, "good client exited %d", rc);
-    ck_assert_msg(took < timeout - 0.3, "good client took %.3f s among stalled handshakes",
-                  took);
+    /* It did not wait for them: they are still in their handshakes. */
     for (int i = 0; i < 3; i++)
-        ck_assert_msg(!st.conns[i].closed, "stalled stream %d closed early (%d)", i,
-                      st.conns[i].reason);
+        ck_assert_msg(!st.conns[i].closed, "stalled stream %d closed (%d) before a good client "
+                      "%.3f s later got its echo", i, st.conns[i].reason, tu_now() - t0);
 
     ck_assert(srv_run_until_count(&st, &st.nclosed, 4, timeout + WAIT_SEC));
     for (int i = 0; i < 3; i++) {
-        double after = st.conns[i].close_time - t0;
+        double after = st.conns[i].close_time - st.conns[i].accept_time;
 
         ck_assert_msg(st.conns[i].reason == -ETIMEDOUT, "stalled stream %d: reason %d (%s)", i,
                       st.conns[i].reason, strerror(-st.conns[i].reason));
-        ck_assert_msg(after >= timeout - 0.3 && after <= timeout + 1.0,
-                      "stalled stream %d closed %.3f s after the good client started", i, after);
+        ck_assert_msg(after >= timeout - 0.05 && after <= timeout + 1.0 + machine_stall(&st),
+                      "stalled stream %d closed %.3f s after it was accepted", i, after);
     }
     assert_loop_never_blocked(&st);
     for (int i = 0; i < 3; i++) {
@@ -1755,7 +1978,7 @@ START_TEST(test_server_with_caller_ctx_keeps_reference_and_uses_it)
     SSL_CTX_free(ctx);          /* our reference; the server holds its own */
     ctx = NULL;
     for (int i = 0; i < 2; i++) {
-        rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, ALPN_HTTP11), 5.0);
+        rc = serve_until_child_exits(&st, spawn_tls_echo_client(st.port, ALPN_HTTP11), 2 * WAIT_SEC);
         ck_assert_msg(rc == HELPER_OK, "client %d exited %d", i, rc);
         ck_assert(srv_run_until_count(&st, &st.conns[i].nhs, 1, WAIT_SEC));
         ck_assert_str_eq(st.conns[i].alpn, ALPN_HTTP11);
@@ -1787,6 +2010,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_tls_read_until_close_gets_all_bytes_then_close_reason_0);
     tcase_add_test(tc, test_tls_half_closed_peer_still_gets_answer_written_after_eof);
     tcase_add_test(tc, test_tls_large_write_reaches_peer_in_order_and_calls_back_once_from_loop);
+    tcase_add_test(tc, test_tls_close_after_writes_fill_socket_still_sends_close_notify);
     tcase_add_test(tc, test_tls_writev_sends_buffers_in_order_even_when_queued);
     tcase_add_test(tc, test_tls_write_cb_never_fires_inside_write);
     tcase_add_test(tc, test_tls_read_until_over_max_buffer_closes_stream_with_enobufs);
