@@ -10,8 +10,6 @@
 #include "http.h"
 
 #include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <http_parser.h>
@@ -715,14 +713,8 @@ void http_handle_stream(struct pf_tcp_server *srv, struct pf_iostream *s,
     struct http_server *h = pf_tcp_server_data(srv);
     struct http_conn *cn = h->pool;
 
+    (void)peer;
     (void)len;
-    /* As nginx on keep-alive connections: a response's last segment must
-     * not wait, under Nagle, for the ACK of the one before (the client may
-     * delay it 40 ms). */
-    if (peer->sa_family == AF_INET || peer->sa_family == AF_INET6) {
-        int one = 1;
-        setsockopt(pf_iostream_fd(s), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
     if (cn != NULL) {
         h->pool = cn->next;
         h->npool--;
