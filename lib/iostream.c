@@ -37,6 +37,7 @@ struct pf_iostream {
     double idle_timeout_sec;
     ev_tstamp last_activity;
     ev_tstamp deadline;         /* pf_iostream_set_deadline's; 0: none */
+    ev_tstamp hs_deadline;      /* TLS: the handshake's, apart from the user's; 0: none */
 
     enum read_mode rmode;
     pf_read_cb rcb;
@@ -277,7 +278,7 @@ static void tls_handshake_step(struct pf_iostream *s)
         return;
     }
     s->hs_done = true;
-    pf_iostream_set_deadline(s, 0);
+    s->hs_deadline = 0;         /* the timer, if it fires early, just re-arms */
     touch(s);
     if (s->hs_cb != NULL)
         ev_feed_event(s->loop, &s->deferred, EV_CUSTOM);
@@ -791,6 +792,8 @@ static ev_tstamp timer_due(const struct pf_iostream *s)
 
     if (s->deadline > 0 && (at == 0 || s->deadline < at))
         at = s->deadline;
+    if (s->hs_deadline > 0 && (at == 0 || s->hs_deadline < at))
+        at = s->hs_deadline;
     return at;
 }
 
@@ -950,9 +953,11 @@ struct pf_iostream *pf__iostream_new_tls_nonblocking(struct ev_loop *loop, int f
         SSL_set_accept_state(s->ssl);
     else
         SSL_set_connect_state(s->ssl);
-    /* The handshake is due in time, however slowly a peer trickles it. */
-    pf_iostream_set_deadline(s, handshake_timeout_sec > 0 ? handshake_timeout_sec
-                                                          : PF_TLS_HANDSHAKE_TIMEOUT_SEC);
+    /* The handshake is due in time, however slowly a peer trickles it, and
+     * whatever deadline the user sets meanwhile (a later one does not move it). */
+    s->hs_deadline = ev_now(loop) + (handshake_timeout_sec > 0 ? handshake_timeout_sec
+                                                               : PF_TLS_HANDSHAKE_TIMEOUT_SEC);
+    arm_timer(s);
     /* A server waits for the ClientHello; a client sends one. */
     ev_io_start(loop, server ? &s->rio : &s->wio);
     return s;

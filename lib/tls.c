@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -39,6 +40,13 @@ struct ssl_ctx_st *pf_tls_server_ctx_new(const char *certificate, const char *ke
     /* Partial writes let a queued buffer go out as the socket takes it. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+    /* OpenSSL's last error for a missing file is "system lib": say why. */
+    if (access(certificate, R_OK) < 0 || access(key, R_OK) < 0) {
+        const char *which = access(certificate, R_OK) < 0 ? certificate : key;
+        snprintf(errmsg, PF_ERRMSG_SIZE, "%s %s: %s", which == certificate ? "certificate" : "key",
+                 which, strerror(errno));
+        goto fail;
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx, certificate) != 1) {
         snprintf(errmsg, PF_ERRMSG_SIZE, "certificate %s: %s", certificate,
                  tls_reason("cannot be loaded"));

@@ -1505,6 +1505,7 @@ struct srv_state {
     double last_tick, max_gap;
     struct ref_beat ref;
     int fds_before;
+    double user_deadline_sec;   /* > 0: the handler sets this deadline at accept */
 };
 
 /* The longest pause the machine imposed so far, in seconds. */
@@ -1577,6 +1578,8 @@ static void srv_stream_cb(struct pf_tcp_server *srv, struct pf_iostream *s,
     pf_iostream_set_data(s, cn);
     pf_iostream_set_close_cb(s, srv_close_cb);
     ck_assert_int_eq(pf_iostream_wait_for_handshake(s, srv_handshake_cb), 0);
+    if (st->user_deadline_sec > 0)
+        pf_iostream_set_deadline(s, st->user_deadline_sec);
     ck_assert_int_eq(pf_iostream_read_bytes(s, 65536, true, srv_echo_read_cb), 0);
 }
 
@@ -1989,6 +1992,26 @@ END_TEST
 
 /* ---- suite ------------------------------------------------------------ */
 
+/* A handler's own, later deadline (the http handler's header_timeout) must
+ * not stretch the handshake's. */
+START_TEST(test_later_user_deadline_does_not_extend_the_handshake_timeout)
+{
+    struct srv_state st;
+    int fd;
+
+    srv_start(&st, NULL, 0.5);
+    st.user_deadline_sec = 5;
+    fd = tu_connect_tcp("127.0.0.1", st.port);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(srv_run_until_count(&st, &st.nclosed, 1, 4.0));
+    ck_assert_int_eq(st.conns[0].reason, -ETIMEDOUT);
+    ck_assert_msg(st.conns[0].close_time - st.conns[0].accept_time < 2.5,
+                  "a stalled handshake lasted %.2f s", st.conns[0].close_time - st.conns[0].accept_time);
+    close(fd);
+    srv_done(&st);
+}
+END_TEST
+
 static Suite *tls_suite(void)
 {
     Suite *s = suite_create("tls");
@@ -2034,6 +2057,7 @@ static Suite *tls_suite(void)
     tcase_add_loop_test(tc, test_server_closes_bad_tls_client_and_keeps_serving, 0, 4);
     tcase_add_test(tc, test_server_stalled_handshakes_do_not_delay_other_clients);
     tcase_add_test(tc, test_server_with_caller_ctx_keeps_reference_and_uses_it);
+    tcase_add_test(tc, test_later_user_deadline_does_not_extend_the_handshake_timeout);
     suite_add_tcase(s, tc);
 
     return s;
