@@ -454,8 +454,32 @@ int pf_iostream_read_peek(struct pf_iostream *s, pf_read_cb cb)
 }
 
 /* Sends once; returns bytes sent, 0 if the socket is full, or -errno. */
-static ssize_t send_some(struct pf_iostream *s, const char *buf, size_t len, int flags)
+/* Sends what a plain socket takes of iov at once; returns bytes sent, 0 if
+ * the socket is full, or -errno. */
+static ssize_t sock_sendv(struct pf_iostream *s, const struct iovec *iov, int iovcnt)
 {
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    ssize_t n;
+
+    for (;;) {
+        /* MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE. */
+        n = s->not_socket ? writev(s->fd, iov, iovcnt) : sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == ENOTSOCK && !s->not_socket) {
+            s->not_socket = true;
+            continue;
+        }
+        return errno == EAGAIN ? 0 : -errno;
+    }
+}
+
+/* Sends once; returns bytes sent, 0 if the socket is full, or -errno. */
+static ssize_t send_some(struct pf_iostream *s, const char *buf, size_t len)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
     ssize_t n;
 
     if (s->ssl != NULL) {
@@ -470,20 +494,7 @@ static ssize_t send_some(struct pf_iostream *s, const char *buf, size_t len, int
         }
         return n;
     }
-    for (;;) {
-        /* MSG_NOSIGNAL: a peer that went away is an error, not a SIGPIPE. */
-        n = s->not_socket ? write(s->fd, buf, len)
-                          : send(s->fd, buf, len, MSG_NOSIGNAL | flags);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == ENOTSOCK && !s->not_socket) {
-            s->not_socket = true;
-            continue;
-        }
-        return errno == EAGAIN ? 0 : -errno;
-    }
+    return sock_sendv(s, &iov, 1);
 }
 
 static void fire_write_callbacks(struct pf_iostream *s)
@@ -514,7 +525,7 @@ static ssize_t send_file_tls(struct pf_iostream *s)
 
     if (n <= 0)
         return n;               /* -1 with errno, or 0: the file shrank */
-    n = send_some(s, chunk, (size_t)n, 0);
+    n = send_some(s, chunk, (size_t)n);
     if (n == 0) {
         errno = EAGAIN;
         return -1;
@@ -572,7 +583,7 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
     }
     while (s->wlen > 0 && (revents & EV_WRITE)) {
-        ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen, 0);
+        ssize_t n = send_some(s, s->wbuf + s->wstart, s->wlen);
         if (n < 0) {
             stream_close(s, (int)n);
             return;
@@ -643,37 +654,21 @@ static int push_write_done(struct pf_iostream *s, pf_write_cb cb)
  * socket is full, or -errno. */
 static ssize_t sendv_some(struct pf_iostream *s, const struct iovec *iov, int iovcnt)
 {
-    struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
-    ssize_t n;
+    size_t total = 0;
 
-    if (iovcnt == 1)
-        return send_some(s, iov[0].iov_base, iov[0].iov_len, 0);
-    if (s->ssl != NULL) {
-        size_t total = 0;
+    if (s->ssl == NULL)
+        return sock_sendv(s, iov, iovcnt);
+    /* TLS: one record per buffer; stop at the first that does not go whole. */
+    for (int i = 0; i < iovcnt; i++) {
+        ssize_t n = send_some(s, iov[i].iov_base, iov[i].iov_len);
 
-        /* One TLS record per buffer; stop at the first that does not go whole. */
-        for (int i = 0; i < iovcnt; i++) {
-            n = send_some(s, iov[i].iov_base, iov[i].iov_len, 0);
-            if (n < 0)
-                return total ? (ssize_t)total : n;
-            total += (size_t)n;
-            if ((size_t)n < iov[i].iov_len)
-                break;
-        }
-        return (ssize_t)total;
+        if (n < 0)
+            return total ? (ssize_t)total : n;
+        total += (size_t)n;
+        if ((size_t)n < iov[i].iov_len)
+            break;
     }
-    for (;;) {
-        n = s->not_socket ? writev(s->fd, iov, iovcnt) : sendmsg(s->fd, &msg, MSG_NOSIGNAL);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno == ENOTSOCK && !s->not_socket) {
-            s->not_socket = true;
-            continue;
-        }
-        return errno == EAGAIN ? 0 : -errno;
-    }
+    return (ssize_t)total;
 }
 
 int pf_iostream_writev(struct pf_iostream *s, const struct iovec *iov, int iovcnt,
@@ -749,7 +744,7 @@ int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_le
     if (s->wlen == 0 && head_len > 0) {
         /* No MSG_MORE: corking the head until the file follows raised the
          * 64 KiB p99 from about 5 to 40 ms here, as nginx's tcp_nopush does. */
-        sent = send_some(s, head, head_len, 0);
+        sent = send_some(s, head, head_len);
         if (sent < 0) {
             stream_close(s, (int)sent);
             return (int)sent;
