@@ -485,19 +485,6 @@ static void asan_without_quarantine(void)
 #endif
 }
 
-/* Notes a daemon's process group in the suite dir, for main()'s sweep. */
-static void record_pgid(pid_t pgid)
-{
-    char path[PATH_MAX], line[32];
-    int fd, len = snprintf(line, sizeof(line), "%d\n", (int)pgid);
-
-    snprintf(path, sizeof(path), "%s/pgids", suite_dir);
-    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    ck_assert_int_ge(fd, 0);
-    ck_assert(tu_write_all(fd, line, (size_t)len));
-    close(fd);
-}
-
 /* Starts `preforkd -f -c conf` for c in a process group of its own, with
  * c->nofile fds, and waits until it accepts and its workers run. */
 static void site_start(const struct site_conf *c)
@@ -529,7 +516,7 @@ static void site_start(const struct site_conf *c)
     }
     /* Also here, so that the group exists before anyone signals it. */
     setpgid(site.pid, site.pid);
-    record_pgid(site.pid);
+    tu_record_pgid(suite_dir, site.pid);
     while ((fd = connect_port(site.port, 100)) < 0 && tu_now() < deadline) {
         if (waitpid(site.pid, &status, WNOHANG) == site.pid) {
             site.pid = 0;
@@ -1304,63 +1291,13 @@ static Suite *abuse_suite(void)
     return s;
 }
 
-/* Kills what failed tests left running (they exit without teardown): every
- * preforkd process in a recorded group. Those that exit by themselves
- * within a second (workers of a master that died with its test) are not
- * counted. Returns how many had to be killed. */
-static int kill_leftovers(void)
-{
-    char path[PATH_MAX], text[OUTPUT_MAX];
-    double deadline = tu_now() + 1.0;
-    int n = 0;
-
-    /* One pgid a line; a leading newline lets "\n<pgid>\n" match any. */
-    snprintf(path, sizeof(path), "%s/pgids", suite_dir);
-    text[0] = '\n';
-    tu_read_file(path, text + 1, sizeof(text) - 1);
-    for (;;) {
-        DIR *dir = opendir("/proc");
-        struct dirent *e;
-        bool last = tu_now() >= deadline;
-
-        n = 0;
-        while (dir != NULL && (e = readdir(dir)) != NULL) {
-            pid_t pid = (pid_t)atoi(e->d_name);
-            struct tu_proc_stat st;
-            char cmdline[4096], group[32];
-
-            if (!isdigit((unsigned char)e->d_name[0]) || !tu_proc_stat(pid, &st) ||
-                st.state == 'Z' || tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) == 0 ||
-                strstr(cmdline, "preforkd") == NULL)
-                continue;
-            snprintf(group, sizeof(group), "\n%d\n", (int)st.pgrp);
-            if (strstr(text, group) == NULL)
-                continue;
-            n++;
-            if (last && kill(pid, SIGKILL) == 0)
-                fprintf(stderr, "check_abuse: left running: %d \"%s\" (group %d)\n", (int)pid,
-                        cmdline, (int)st.pgrp);
-        }
-        if (dir != NULL)
-            closedir(dir);
-        if (n == 0 || last)
-            return n;
-        usleep(50000);
-    }
-}
-
 int main(void)
 {
     int failed, n_left;
 
-    preforkd_path = getenv("PREFORKD");
-    if (preforkd_path == NULL || preforkd_path[0] == '\0')
-        preforkd_path = "build/preforkd";
-    if (access(preforkd_path, X_OK) != 0) {
-        fprintf(stderr, "check_abuse: %s: %s (build it, or set PREFORKD; run from the repo "
-                "root)\n", preforkd_path, strerror(errno));
+    preforkd_path = tu_preforkd_path("check_abuse");
+    if (preforkd_path == NULL)
         return 1;
-    }
     if (mkdtemp(suite_dir) == NULL || chmod(suite_dir, 0755) != 0) {
         perror("check_abuse: making the suite's temp dir");
         return 1;
@@ -1369,7 +1306,7 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     make_contents();
     failed = tu_run_suite(abuse_suite());
-    n_left = kill_leftovers();
+    n_left = tu_kill_recorded_groups(suite_dir, "check_abuse", 1.0);
     if (n_left > 0) {
         fprintf(stderr, "check_abuse: killed %d preforkd process%s left running by failed tests\n",
                 n_left, n_left == 1 ? "" : "es");

@@ -202,19 +202,6 @@ static bool pid_exists(pid_t pid)
     return kill(pid, 0) == 0 || errno != ESRCH;
 }
 
-/* Notes a daemon's process group in the suite dir, for main()'s sweep. */
-static void record_pgid(pid_t pgid)
-{
-    char path[PATH_MAX], line[32];
-    int fd, len = snprintf(line, sizeof(line), "%d\n", (int)pgid);
-
-    snprintf(path, sizeof(path), "%s/pgids", suite_dir);
-    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    ck_assert_int_ge(fd, 0);
-    ck_assert(tu_write_all(fd, line, (size_t)len));
-    close(fd);
-}
-
 /* Reaps every child that has ended (we are a subreaper: orphaned workers
  * and daemonized masters end up here), keeping the status of masters. */
 static void reap_children(void)
@@ -364,7 +351,7 @@ static void daemon_launch(struct daemon *d)
     /* Also here, so that the group exists before anyone signals it. */
     setpgid(d->pid, d->pid);
     d->pgid = d->pid;
-    record_pgid(d->pgid);
+    tu_record_pgid(suite_dir, d->pgid);
 }
 
 /* The whole of a log (up to OUTPUT_MAX), in a buffer the next call reuses. */
@@ -1346,7 +1333,7 @@ static struct daemon *start_daemonized(struct conf *c, pid_t *launcher)
     ck_assert_msg(tu_proc_stat(d->pid, &st), "master %d from the pidfile does not run",
                   (int)d->pid);
     d->pgid = st.pgrp;
-    record_pgid(d->pgid);
+    tu_record_pgid(suite_dir, d->pgid);
     daemon_wait_ready(d);
     return d;
 }
@@ -1533,59 +1520,22 @@ static Suite *master_suite(void)
     return s;
 }
 
-/* Kills what failed tests left running (a failed test exits without
- * teardown): every process in a recorded group that is preforkd's, then
- * every process with the suite dir on its command line (a daemonized
- * master whose group was not recorded yet). Returns how many. */
-static int kill_leftovers(void)
-{
-    char path[PATH_MAX], text[OUTPUT_MAX];
-    DIR *dir = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-
-    snprintf(path, sizeof(path), "%s/pgids", suite_dir);
-    tu_read_file(path, text, sizeof(text));
-    while (dir != NULL && (e = readdir(dir)) != NULL) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        struct tu_proc_stat st;
-        char cmdline[4096];
-
-        if (!isdigit((unsigned char)e->d_name[0]) || !tu_proc_stat(pid, &st) ||
-            st.state == 'Z' || tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) == 0 ||
-            strstr(cmdline, "preforkd") == NULL)
-            continue;
-        if (has_number(text, st.pgrp) && kill(pid, SIGKILL) == 0) {
-            fprintf(stderr, "check_master: left running: %d \"%s\" (group %d)\n", (int)pid,
-                    cmdline, (int)st.pgrp);
-            n++;
-        }
-    }
-    if (dir != NULL)
-        closedir(dir);
-    usleep(200000);     /* those killed are zombies by now, without a command line */
-    return n + tu_kill_matching(suite_dir);
-}
-
 int main(void)
 {
     int failed, n_left;
 
-    preforkd_path = getenv("PREFORKD");
-    if (preforkd_path == NULL || preforkd_path[0] == '\0')
-        preforkd_path = "build/preforkd";
-    if (access(preforkd_path, X_OK) != 0) {
-        fprintf(stderr, "check_master: %s: %s (build it, or set PREFORKD; "
-                "run from the repo root)\n", preforkd_path, strerror(errno));
+    preforkd_path = tu_preforkd_path("check_master");
+    if (preforkd_path == NULL)
         return 1;
-    }
     if (mkdtemp(suite_dir) == NULL) {
         perror("check_master: mkdtemp");
         return 1;
     }
     chmod(suite_dir, 0755);
     failed = tu_run_suite(master_suite());
-    n_left = kill_leftovers();
+    n_left = tu_kill_recorded_groups(suite_dir, "check_master", 0);
+    usleep(200000);     /* those killed are zombies by now, without a command line */
+    n_left += tu_kill_matching(suite_dir);
     if (n_left > 0) {
         fprintf(stderr, "check_master: killed %d preforkd process%s left running by failed tests\n",
                 n_left, n_left == 1 ? "" : "es");

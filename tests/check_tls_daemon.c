@@ -1656,14 +1656,9 @@ int main(void)
 {
     int failed, n_left;
 
-    preforkd_path = getenv("PREFORKD");
-    if (preforkd_path == NULL || preforkd_path[0] == '\0')
-        preforkd_path = "build/preforkd";
-    if (access(preforkd_path, X_OK) != 0) {
-        fprintf(stderr, "check_tls_daemon: %s: %s (build it, or set PREFORKD; run from the "
-                "repo root)\n", preforkd_path, strerror(errno));
+    preforkd_path = tu_preforkd_path("check_tls_daemon");
+    if (preforkd_path == NULL)
         return 1;
-    }
     if (mkdtemp(suite_dir) == NULL || chmod(suite_dir, 0755) != 0) {
         perror("check_tls_daemon: making the suite's temp dir");
         return 1;

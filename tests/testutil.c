@@ -411,3 +411,70 @@ int tu_kill_matching(const char *needle)
     closedir(dir);
     return n;
 }
+
+const char *tu_preforkd_path(const char *suite)
+{
+    const char *path = getenv("PREFORKD");
+
+    if (path == NULL || path[0] == '\0')
+        path = "build/preforkd";
+    if (access(path, X_OK) != 0) {
+        fprintf(stderr, "%s: %s: %s (build it, or set PREFORKD; run from the repo root)\n",
+                suite, path, strerror(errno));
+        return NULL;
+    }
+    return path;
+}
+
+void tu_record_pgid(const char *dir, pid_t pgid)
+{
+    char path[4096], line[32];
+    int fd, len = snprintf(line, sizeof(line), "%d\n", (int)pgid);
+
+    snprintf(path, sizeof(path), "%s/pgids", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(tu_write_all(fd, line, (size_t)len));
+    close(fd);
+}
+
+int tu_kill_recorded_groups(const char *dir, const char *suite, double grace_sec)
+{
+    char path[4096], text[65536];
+    double deadline = tu_now() + grace_sec;
+    int n;
+
+    /* One pgid a line; a leading newline lets "\n<pgid>\n" match any. */
+    snprintf(path, sizeof(path), "%s/pgids", dir);
+    text[0] = '\n';
+    tu_read_file(path, text + 1, sizeof(text) - 1);
+    for (;;) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        bool last = tu_now() >= deadline;
+
+        n = 0;
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            pid_t pid = (pid_t)atoi(e->d_name);
+            struct tu_proc_stat st;
+            char cmdline[4096], group[32];
+
+            if (!isdigit((unsigned char)e->d_name[0]) || !tu_proc_stat(pid, &st) ||
+                st.state == 'Z' || tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) == 0 ||
+                strstr(cmdline, "preforkd") == NULL)
+                continue;
+            snprintf(group, sizeof(group), "\n%d\n", (int)st.pgrp);
+            if (strstr(text, group) == NULL)
+                continue;
+            n++;
+            if (last && kill(pid, SIGKILL) == 0)
+                fprintf(stderr, "%s: left running: %d \"%s\" (group %d)\n", suite, (int)pid,
+                        cmdline, (int)st.pgrp);
+        }
+        if (d != NULL)
+            closedir(d);
+        if (n == 0 || last)
+            return n;
+        usleep(50000);
+    }
+}

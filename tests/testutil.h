@@ -79,4 +79,17 @@ bool tu_echo_exchange(int fd, const void *data, size_t len, double timeout_sec);
  * dir); returns how many. */
 int tu_kill_matching(const char *needle);
 
+/* ---- the integration suites' daemon bookkeeping ---- */
+
+/* The daemon under test: $PREFORKD, or build/preforkd. NULL, after saying
+ * why on stderr (suite names the suite), when it is not executable. */
+const char *tu_preforkd_path(const char *suite);
+/* Notes a daemon's process group in dir (a suite's temp dir), so that
+ * tu_kill_recorded_groups can find what a failed test left behind. */
+void tu_record_pgid(const char *dir, pid_t pgid);
+/* SIGKILLs every preforkd process of a group recorded in dir that is still
+ * running after grace_sec (workers of a master that died with its test go
+ * by themselves), naming each on stderr; returns how many it killed. */
+int tu_kill_recorded_groups(const char *dir, const char *suite, double grace_sec);
+
 #endif
