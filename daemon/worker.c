@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "echo.h"
@@ -26,6 +27,8 @@
 #define HEARTBEAT_MAX_SEC 1.0
 /* While draining, how often we look whether the last connection closed. */
 #define DRAIN_POLL_SEC 0.1
+/* Accept pauses (EMFILE and the like) are logged at most this often. */
+#define PAUSE_REPORT_SEC 10.0
 
 struct worker {
     const struct worker_args *a;
@@ -37,6 +40,8 @@ struct worker {
     ev_signal sig_term, sig_int, sig_quit, sig_usr1;
     ev_timer heartbeat;
     ev_timer drain_deadline;
+    unsigned long long pauses_reported;     /* accept pauses logged so far */
+    double next_pause_report;               /* ev_now: no pause report before */
 };
 
 /* Both servers' counts together. */
@@ -51,6 +56,9 @@ static void worker_stats(const struct worker *w, struct pf_tcp_server_stats *out
         pf_tcp_server_stats(w->srv[k], &st);
         out->accepted += st.accepted;
         out->active += st.active;
+        out->accept_pauses += st.accept_pauses;
+        if (st.last_accept_error != 0)
+            out->last_accept_error = st.last_accept_error;
     }
 }
 
@@ -66,11 +74,31 @@ static void worker_stop_servers(struct worker *w, bool close_streams)
     }
 }
 
+/* Out of fds (or memory), accepting pauses and connections wait in the
+ * listen queue: say so, at most every PAUSE_REPORT_SEC, with what to raise. */
+static void report_accept_pauses(struct worker *w, const struct pf_tcp_server_stats *st)
+{
+    unsigned long long n = st->accept_pauses - w->pauses_reported;
+    struct rlimit nofile = { 0, 0 };
+
+    if (n == 0 || ev_now(w->loop) < w->next_pause_report)
+        return;
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    log_msg(LOG_WARNING, -st->last_accept_error,
+            "accepting paused %llu time%s for %d ms, new connections wait in the listen "
+            "queue (%u open, RLIMIT_NOFILE %llu, max_connections %u)",
+            n, n == 1 ? "" : "s", PF_ACCEPT_RETRY_MS, st->active,
+            (unsigned long long)nofile.rlim_cur, w->a->config->max_connections);
+    w->pauses_reported = st->accept_pauses;
+    w->next_pause_report = ev_now(w->loop) + PAUSE_REPORT_SEC;
+}
+
 static void worker_beat(struct worker *w)
 {
     struct pf_tcp_server_stats st;
 
     worker_stats(w, &st);
+    report_accept_pauses(w, &st);
     /* The http handler counts as it goes; echo's counts come from here. */
     if (w->http == NULL) {
         SB_STORE(w->slot->c.accepted, st.accepted);

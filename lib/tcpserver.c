@@ -105,6 +105,7 @@ static void accept_cb(struct pf_accept_handler *h, int fd,
 
     if (fd < 0) {
         srv->stats.last_accept_error = fd;
+        srv->stats.accept_pauses++;
         return;
     }
     s = srv->tls == NULL

@@ -33,6 +33,7 @@ struct pf_tcp_server_stats {
     unsigned long long accepted;            /* connections accepted since creation */
     unsigned active;                        /* streams open now */
     int last_accept_error;                  /* 0 or -errno that last paused accepting */
+    unsigned long long accept_pauses;       /* times accepting paused on such an error */
 };
 
 /* Tornado's ssl_options: every stream this server accepts speaks TLS. */

@@ -95,6 +95,8 @@
 #define EMFILE_CPU_SHARE_MAX 0.25
 /* Once the clients close, a new GET is answered within this. */
 #define EMFILE_RECOVER_SEC 1.0
+/* The worker reports accept pauses on its heartbeat (at most 1 s apart). */
+#define EMFILE_REPORT_SEC 3.0
 
 /* A 100 MiB file that the client asks for and never reads. */
 #define HUGE_FILE_SIZE (100 * MIB)
@@ -839,6 +841,16 @@ START_TEST(test_out_of_fds_worker_does_not_spin_and_serves_again_once_clients_cl
                   "out of fds, the worker ran %.4f s in %.1f s, a busy loop beside it %.4f s: it "
                   "spins on accept\n%s", on_cpu1 - on_cpu0, EMFILE_CPU_WINDOW_SEC,
                   spinner1 - spinner0, log_tail());
+
+    /* The operator learns why new connections wait, and what to raise. */
+    deadline = tu_now() + EMFILE_REPORT_SEC;
+    while (strstr(read_log(), "accepting paused") == NULL && tu_now() < deadline)
+        usleep(50000);
+    ck_assert_msg(strstr(read_log(), "accepting paused") != NULL
+                  && strstr(read_log(), "Too many open files") != NULL
+                  && strstr(read_log(), "RLIMIT_NOFILE 64") != NULL,
+                  "out of fds, the log does not say accepting paused, why and the limit\n%s",
+                  log_tail());
 
     for (int i = 0; i < EMFILE_CONNS; i++)
         close(fds[i]);
