@@ -39,6 +39,9 @@
  * that is about to send has sent by then (and gets Connection: close). */
 #define HTTP_DRAIN_IDLE_SEC 1.0
 #define HTTP_DRAIN_CHECK_SEC 0.25
+/* After an error answer, the client's unread input is read and dropped
+ * for at most this long before closing (nginx's lingering_time). */
+#define HTTP_LINGER_SEC 5.0
 /* Connection structs kept for reuse instead of freed. */
 #define HTTP_CONN_POOL_MAX 1024
 /* Request header values we look at are never longer than this. */
@@ -58,6 +61,7 @@ struct http_conn {
     struct http_conn *prev, *next;  /* h->conns, or h->pool through next */
     enum conn_state state;
     bool close_after;               /* close once the response is written */
+    bool linger;                    /* ... after the peer stops sending */
     unsigned long long discard;     /* body bytes still to drop */
     struct http_file *file;         /* being sent: referenced until written */
     double idle_since;              /* CONN_IDLE: when it became idle */
@@ -328,6 +332,9 @@ static void respond_error(struct http_conn *cn, const struct request *r, int sta
     size_t at;
 
     cn->close_after |= close;
+    /* An error that stops reading mid-request: the client may still be
+     * sending, and must get to read the answer. */
+    cn->linger |= close;
     at = head_start(cn, r, status, head, sizeof(head));
     head_add(head, &at, sizeof(head),
              "Content-Type: text/html\r\nContent-Length: %d\r\n%s\r\n", blen, extra);
@@ -666,7 +673,10 @@ static void discard_read_cb(struct pf_iostream *s, const char *buf, size_t len, 
 static void conn_next_request(struct http_conn *cn)
 {
     if (cn->close_after) {
-        pf_iostream_close(cn->s);
+        if (cn->linger)
+            pf_iostream_close_lingering(cn->s, HTTP_LINGER_SEC);
+        else
+            pf_iostream_close(cn->s);
         return;
     }
     if (cn->discard > 0) {

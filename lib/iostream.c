@@ -72,6 +72,8 @@ struct pf_iostream {
     bool read_wants_write;      /* TLS: the last read waits for writability */
     bool write_wants_read;      /* TLS: the last write waits for readability */
     bool tls_closing;           /* TLS: closed; close_notify waits for the socket */
+    bool lingering;             /* pf_iostream_close_lingering was called */
+    bool shut_wr;               /* lingering: our side is shut, input is dropped */
     size_t max_buffer;
     double idle_timeout_sec;
     ev_tstamp last_activity;
@@ -366,6 +368,19 @@ static void deliver_buffered(struct pf_iostream *s)
     update_read_watcher(s);
 }
 
+/* Lingering: what the peer still sends is read and dropped until it
+ * closes (see pf_iostream_close_lingering). */
+static void linger_read(struct pf_iostream *s)
+{
+    char stack[PF_IOSTREAM_READ_CHUNK];
+    ssize_t n = read_some(s, stack, sizeof(stack));
+
+    if (n == 0)
+        stream_close(s, 0);
+    else if (n < 0 && n != -EAGAIN)
+        stream_close(s, (int)n);
+}
+
 /* The socket is readable (or, TLS, may be). */
 static void on_readable(struct pf_iostream *s)
 {
@@ -373,6 +388,10 @@ static void on_readable(struct pf_iostream *s)
     size_t used;
     int err;
 
+    if (s->shut_wr) {
+        linger_read(s);
+        return;
+    }
     if (s->write_wants_read) {
         /* The last TLS write waited for this: let the writer go on. */
         s->write_wants_read = false;
@@ -435,7 +454,7 @@ static int start_read(struct pf_iostream *s, enum read_mode mode, pf_read_cb cb)
 {
     assert(cb != NULL);
     assert(s->rmode == READ_NONE && "only one read may be pending");
-    if (s->closed || s->eof)
+    if (s->closed || s->eof || s->lingering)
         return -EPIPE;
     s->rmode = (uint8_t)mode;
     s->rcb = cb;
@@ -456,7 +475,7 @@ int pf_iostream_read_until(struct pf_iostream *s, const char *delim, size_t dlen
                            size_t max_bytes, pf_read_cb cb)
 {
     assert(dlen > 0 && dlen <= PF_IOSTREAM_DELIM_MAX);
-    if (s->closed || s->eof)
+    if (s->closed || s->eof || s->lingering)
         return -EPIPE;
     memcpy(s->delim, delim, dlen);
     s->dlen = (uint8_t)dlen;
@@ -670,6 +689,8 @@ static int send_file(struct pf_iostream *s)
     return 0;
 }
 
+static void linger_start(struct pf_iostream *s);
+
 /* Flushes the queue if can_send (the socket is, or may be, writable), then
  * runs the completions of what is sent. */
 static void on_writable(struct pf_iostream *s, bool can_send)
@@ -702,6 +723,8 @@ static void on_writable(struct pf_iostream *s, bool can_send)
     fire_write_callbacks(s);
     if (!s->closed && s->eof && !write_pending(s))
         stream_close(s, 0);
+    if (!s->closed && s->lingering && !s->shut_wr && !write_pending(s))
+        linger_start(s);
 }
 
 /* After a write: wait for the socket if bytes are left, and run cb from
@@ -734,7 +757,7 @@ int pf_iostream_writev(struct pf_iostream *s, const struct iovec *iov, int iovcn
     int err;
 
     assert(!(s->wq != NULL && s->wq->file_fd >= 0) && "no write may follow a pending sendfile");
-    if (s->closed)
+    if (s->closed || s->lingering)
         return -EPIPE;
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
@@ -790,7 +813,7 @@ int pf_iostream_sendfile(struct pf_iostream *s, const void *head, size_t head_le
     int err;
 
     assert(!(s->wq != NULL && s->wq->file_fd >= 0) && "one sendfile at a time");
-    if (s->closed)
+    if (s->closed || s->lingering)
         return -EPIPE;
     if (!bytes_pending(s) && head_len > 0) {
         /* No MSG_MORE: corking the head until the file follows raised the
@@ -952,7 +975,8 @@ static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (at > 0 && at <= now) {
-        stream_close(s, -ETIMEDOUT);
+        /* Lingering ends in time: that is how it is meant to end. */
+        stream_close(s, s->lingering ? 0 : -ETIMEDOUT);
         return;
     }
     arm_timer(s);
@@ -1039,6 +1063,35 @@ static void stream_close(struct pf_iostream *s, int reason)
 void pf_iostream_close(struct pf_iostream *s)
 {
     stream_close(s, 0);
+}
+
+/* The writes are out: shut our side, and drop what comes until EOF. */
+static void linger_start(struct pf_iostream *s)
+{
+    if (shutdown(s->fd, SHUT_WR) < 0) {
+        stream_close(s, -errno);
+        return;
+    }
+    s->shut_wr = true;
+    buf_consume(&s->rbuf, buf_len(s->rbuf));
+    watch(s, EV_READ, true);
+}
+
+void pf_iostream_close_lingering(struct pf_iostream *s, double sec)
+{
+    if (s->closed || s->lingering)
+        return;
+    if (s->ssl != NULL || s->eof || s->not_socket || sec <= 0) {
+        stream_close(s, 0);
+        return;
+    }
+    s->lingering = true;
+    s->rmode = READ_NONE;
+    s->rcb = NULL;
+    s->deadline = ev_now(s->loop) + sec;
+    arm_timer(s);
+    if (!write_pending(s))
+        linger_start(s);
 }
 
 struct pf_iostream *pf__iostream_new_nonblocking(struct ev_loop *loop, int fd,

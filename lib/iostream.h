@@ -137,6 +137,18 @@ void pf_iostream_set_deadline(struct pf_iostream *s, double sec);
  * 0. Idempotent. */
 void pf_iostream_close(struct pf_iostream *s);
 
+/*
+ * Close once the peer stops sending: for a protocol that answers a request
+ * it did not read to the end (HTTP's 413, 431). Closing with unread input
+ * makes the kernel reset the connection, and the peer, still sending, may
+ * never read the answer. Once the queued writes are out, this side is shut
+ * down (FIN) and what arrives is read and dropped until the peer closes or
+ * sec pass; then the close callback runs with reason 0. A pending read is
+ * dropped; start no other read or write. A TLS stream, or sec <= 0, closes
+ * at once as with pf_iostream_close.
+ */
+void pf_iostream_close_lingering(struct pf_iostream *s, double sec);
+
 bool pf_iostream_closed(const struct pf_iostream *s);
 bool pf_iostream_reading(const struct pf_iostream *s);
 bool pf_iostream_writing(const struct pf_iostream *s);

@@ -51,6 +51,10 @@
  * within this: shorter than header_timeout (1 s) and idle_timeout (2 s), so
  * that neither timeout can pass for the close we are looking for. */
 #define CLOSE_WAIT_SEC 0.8
+/* A body the server refuses (over its 1 MiB discard limit), sent all the same. */
+#define LINGER_BODY_SIZE (4 * 1024 * 1024)
+/* After the client's FIN, the lingering server closes at once. */
+#define LINGER_CLOSE_SEC 1.0
 /* Timeouts of the config under test, and the windows the tests accept. */
 #define HEADER_TIMEOUT_SEC 1
 #define IDLE_TIMEOUT_SEC 2
@@ -1450,6 +1454,47 @@ START_TEST(test_huge_content_length_is_413)
 }
 END_TEST
 
+/* The client is still sending a body the server refused: the server reads
+ * and drops it (lingering close) instead of closing with unread input, which
+ * would reset the connection under the client's feet. */
+START_TEST(test_413_client_still_sending_body_gets_answer_and_a_clean_close)
+{
+    static char chunk[64 * 1024];
+    char req[200];
+    struct response r;
+    struct conn c;
+    const char *err;
+    double closed_after;
+    size_t sent = 0;
+
+    require_site();
+    snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n",
+             LINGER_BODY_SIZE);
+    memset(chunk, 'x', sizeof(chunk));
+    conn_open(&c);
+    conn_send_all(&c, req);
+    while (sent < LINGER_BODY_SIZE) {
+        ck_assert_msg(conn_send(&c, chunk, sizeof(chunk)), "after %zu of %d body bytes the "
+                      "server reset the connection (%s): it closed with unread input",
+                      sent, LINGER_BODY_SIZE, strerror(c.err));
+        sent += sizeof(chunk);
+    }
+    ck_assert_int_eq(shutdown(c.fd, SHUT_WR), 0);
+    err = conn_read_response(&c, &r, false);
+    ck_assert_msg(err == NULL, "the 413 after a %d-byte body: %s; received: %s",
+                  LINGER_BODY_SIZE, err, show(c.buf, c.len));
+    assert_status(&r, 413, "a body over the discard limit");
+    assert_header_eq(&r, "Connection", "close", "413");
+    ck_assert_msg(conn_wait_close(&c, LINGER_CLOSE_SEC, &closed_after) && c.err == 0,
+                  "after the client's FIN the server %s in %.2f s (%s)",
+                  c.eof ? "closed" : "did not close", closed_after,
+                  c.err ? strerror(c.err) : "no reset");
+    conn_close(&c);
+    response_free(&r);
+    assert_fresh_connection_served("a lingering close after 413");
+}
+END_TEST
+
 START_TEST(test_small_request_body_is_read_and_discarded)
 {
     const char *req1 = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello";
@@ -1949,6 +1994,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_headers_over_20k_are_431);
     tcase_add_test(tc, test_101_headers_are_431);
     tcase_add_test(tc, test_huge_content_length_is_413);
+    tcase_add_test(tc, test_413_client_still_sending_body_gets_answer_and_a_clean_close);
     tcase_add_test(tc, test_small_request_body_is_read_and_discarded);
     tcase_add_test(tc, test_post_and_delete_are_405_with_allow);
     tcase_add_test(tc, test_slow_request_head_closed_after_header_timeout);

@@ -35,6 +35,9 @@
 /* The slow peer reads at most this much per millisecond tick. */
 #define SLOW_READ_CHUNK (32u * 1024)
 #define HTTP_DELIM "\r\n\r\n"
+/* A lingering stream's time, and what its peer sends at a time. */
+#define LINGER_SEC 0.5
+#define LINGER_INPUT_BYTES (16u * 1024)
 
 #define container_of(ptr, type, member) \
     ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -1252,6 +1255,73 @@ START_TEST(test_close_drops_pending_writes_without_write_cb)
 }
 END_TEST
 
+/* Lingering close: the answer goes out, then a FIN; what the peer still
+ * sends is dropped (no reset), and its close ends the stream with reason 0. */
+START_TEST(test_close_lingering_sends_answer_then_fin_and_drops_input_until_peer_closes)
+{
+    static char input[LINGER_INPUT_BYTES];
+    char got[16] = { 0 };
+    struct ctx c;
+
+    ctx_init(&c, NULL, true);
+    memset(input, 'i', sizeof(input));
+    ck_assert(tu_write_all(c.peer, input, sizeof(input)));     /* never read */
+    ck_assert_int_eq(t_write(&c, "answer", 6, write_cb), 0);
+    c.in_call = true;
+    pf_iostream_close_lingering(c.s, WAIT_SEC);
+    c.in_call = false;
+    ck_assert_int_eq(pf_iostream_read_bytes(c.s, 1, true, read_cb), -EPIPE);
+    ck_assert_int_eq(pf_iostream_write(c.s, "x", 1, NULL), -EPIPE);
+    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(c.nwrites, 1);
+    ck_assert_uint_eq(tu_read_full(c.peer, got, sizeof(got), (int)(WAIT_SEC * 1000)), 6);
+    ck_assert_str_eq(got, "answer");
+    ck_assert_msg(recv(c.peer, got, 1, MSG_DONTWAIT) == 0, "no FIN after the answer");
+    /* The peer goes on sending: a lingering stream reads, so no reset. */
+    for (int i = 0; i < 4; i++) {
+        ck_assert_msg(tu_write_all(c.peer, input, sizeof(input)), "send %d after the "
+                      "answer: %s", i, strerror(errno));
+        run_for(&c, SETTLE_SEC / 4);
+    }
+    ck_assert_msg(!c.closed, "the stream closed before the peer did");
+    peer_close(&c);
+    ck_assert_msg(run_until_closed(&c, WAIT_SEC), "the peer closed; the stream did not");
+    assert_closed_once(&c, 0);
+    ck_assert_int_eq(c.nreads, 0);
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+static void peer_sends_input(struct ticker *t)
+{
+    static const char input[LINGER_INPUT_BYTES];
+
+    if (t->c->peer >= 0)    /* once the stream is gone: EPIPE, ignored */
+        (void)send(t->c->peer, input, sizeof(input), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* A peer that never stops sending gets its connection closed in time. */
+START_TEST(test_close_lingering_ends_after_its_time_with_reason_0)
+{
+    struct ticker t;
+    double start;
+    struct ctx c;
+
+    ctx_init(&c, NULL, true);
+    start = tu_now();
+    pf_iostream_close_lingering(c.s, LINGER_SEC);
+    ticker_start(&t, &c, LINGER_SEC / 10, 1000, peer_sends_input);
+    ck_assert(run_until_closed(&c, LINGER_SEC + WAIT_SEC));
+    ev_timer_stop(c.loop, &t.timer);
+    ck_assert_msg(c.close_time - start >= LINGER_SEC * 0.9
+                  && c.close_time - start < LINGER_SEC + 1.0,
+                  "lingering for %.2f s ended after %.2f s", LINGER_SEC, c.close_time - start);
+    assert_closed_once(&c, 0);
+    ctx_done(&c);
+}
+END_TEST
+
 /* _i == 0: TCP RST from the peer; the close reason is the socket's error. */
 START_TEST(test_peer_reset_closes_with_econnreset)
 {
@@ -1662,6 +1732,8 @@ static Suite *iostream_suite(void)
     tcase_add_test(tc, test_close_from_read_cb_closes_once_and_drops_buffered_data);
     tcase_add_test(tc, test_close_runs_close_cb_from_loop_and_later_calls_return_epipe);
     tcase_add_test(tc, test_close_drops_pending_writes_without_write_cb);
+    tcase_add_test(tc, test_close_lingering_sends_answer_then_fin_and_drops_input_until_peer_closes);
+    tcase_add_test(tc, test_close_lingering_ends_after_its_time_with_reason_0);
     tcase_add_test(tc, test_peer_reset_closes_with_econnreset);
     suite_add_tcase(s, tc);
 
