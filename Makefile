@@ -43,8 +43,9 @@ DAEMON_LIBS  = $(INIH_LIBS) $(BSD_LIBS) $(HTTP_PARSER_LIBS) $(SSL_LIBS) $(EV_LIB
 LIB_SRCS := lib/netutil.c lib/iostream.c lib/process.c lib/tcpserver.c lib/tls.c
 DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/master.c \
                daemon/worker.c daemon/scoreboard.c daemon/listeners.c daemon/pidfile.c \
-               daemon/http.c daemon/http_path.c daemon/http_status.c daemon/mime.c daemon/access_log.c \
-               daemon/systemd.c daemon/http_cache.c daemon/tls_config.c
+               daemon/http.c daemon/http_head.c daemon/http_path.c daemon/http_status.c \
+               daemon/mime.c daemon/access_log.c daemon/systemd.c daemon/http_cache.c \
+               daemon/tls_config.c
 TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd check_install check_fuzz_regress check_tls check_tls_daemon check_abuse check_signals check_soak
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c
@@ -240,7 +241,7 @@ fuzz_config_SRCS         := daemon/config.c daemon/log.c lib/process.c
 fuzz_config_LIBS          = $(INIH_LIBS)
 fuzz_listen_SRCS         := daemon/config.c daemon/log.c lib/process.c
 fuzz_listen_LIBS          = $(INIH_LIBS)
-fuzz_http_request_SRCS   := daemon/http_path.c tests/fuzz/fuzz_normalize.c
+fuzz_http_request_SRCS   := daemon/http_head.c daemon/http_path.c tests/fuzz/fuzz_normalize.c
 fuzz_http_request_LIBS    = $(HTTP_PARSER_LIBS)
 fuzz_path_SRCS           := daemon/http_path.c tests/fuzz/fuzz_normalize.c
 fuzz_path_LIBS           :=

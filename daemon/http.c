@@ -26,6 +26,7 @@
 
 #include "access_log.h"
 #include "http_cache.h"
+#include "http_head.h"
 #include "http_path.h"
 #include "http_status.h"
 #include "log.h"
@@ -619,11 +620,11 @@ static void head_read_cb(struct pf_iostream *s, const char *buf, size_t len, int
     r.p.data = &r;
     used = http_parser_execute(&r.p, &parser_settings, buf, len);
     /* The parser pauses on the head's last byte. Pausing sooner means it
-     * took a bare "\n\n" as the end: what follows is not ours to guess at
-     * (a request after it would be dropped), so refuse the framing. */
+     * saw the end of the head where http_head_end() did not: what follows is
+     * not ours to guess at, so refuse the framing. */
     if (HTTP_PARSER_ERRNO(&r.p) == HPE_PAUSED && used + 1 != len) {
         if (log_level_enabled(LOG_DEBUG))
-            log_msg(LOG_DEBUG, 0, "%s: bad request: head ends with a bare LF",
+            log_msg(LOG_DEBUG, 0, "%s: bad request: the head ends before its blank line",
                     conn_peer(cn, peer, sizeof(peer)));
         respond_error(cn, &r, 400, true, "");
         return;
@@ -648,7 +649,7 @@ static void head_start_reading(struct http_conn *cn)
     /* Slow clients (slowloris): the head is due in time, trickle or not. */
     if (sec > 0)
         pf_iostream_set_deadline(cn->s, sec);
-    pf_iostream_read_until(cn->s, "\r\n\r\n", 4, HTTP_HEAD_MAX, head_read_cb);
+    pf_iostream_read_until_match(cn->s, http_head_end, NULL, HTTP_HEAD_MAX, head_read_cb);
 }
 
 /* The first byte of the next request: its head has header_timeout from now. */

@@ -23,7 +23,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-enum read_mode { READ_NONE, READ_UNTIL, READ_BYTES, READ_UNTIL_CLOSE, READ_PEEK };
+enum read_mode { READ_NONE, READ_UNTIL, READ_MATCH, READ_BYTES, READ_UNTIL_CLOSE, READ_PEEK };
 
 /* Bytes waiting: data[start, start + len). Allocated with its first byte
  * and freed with its last. */
@@ -81,12 +81,18 @@ struct pf_iostream {
     ev_tstamp hs_deadline;      /* TLS: the handshake's, apart from the user's; 0: none */
 
     pf_read_cb rcb;
-    char delim[PF_IOSTREAM_DELIM_MAX];
     union {
-        size_t rmax;            /* read_until: delimiter must end within this */
+        char delim[PF_IOSTREAM_DELIM_MAX];  /* read_until */
+        struct {
+            pf_match_fn fn;
+            void *arg;
+        } match;                            /* read_until_match */
+    };
+    union {
+        size_t rmax;            /* read_until(_match): the match must end within this */
         size_t rbytes;          /* read_bytes: wanted */
     };
-    size_t scanned;             /* read_until: bytes already searched */
+    size_t scanned;             /* read_until(_match): bytes already searched */
     struct byte_buf *rbuf;      /* bytes read that no read took yet */
     struct write_queue *wq;
 
@@ -241,6 +247,16 @@ static void update_read_watcher(struct pf_iostream *s)
 
 /* ---- reading ---- */
 
+/* read_until's matcher: the end of the first delimiter in data[0, len), or
+ * 0. The search starts where the last one stopped, less a partial delimiter. */
+static size_t find_delim(const struct pf_iostream *s, const char *data, size_t len)
+{
+    size_t from = s->scanned >= s->dlen ? s->scanned - (s->dlen - 1) : 0;
+    const char *hit = len >= s->dlen ? memmem(data + from, len - from, s->delim, s->dlen) : NULL;
+
+    return hit != NULL ? (size_t)(hit - data) + s->dlen : 0;
+}
+
 /*
  * Can the pending read complete from data[0, len)? Sets *n to the bytes it
  * takes. Returns 1 if so, 0 if it needs more, or -errno if it never can.
@@ -248,14 +264,13 @@ static void update_read_watcher(struct pf_iostream *s)
 static int read_ready(struct pf_iostream *s, const char *data, size_t len, size_t *n)
 {
     switch ((enum read_mode)s->rmode) {
-    case READ_UNTIL: {
-        /* Start where the last search stopped, less a partial delimiter. */
-        size_t from = s->scanned >= s->dlen ? s->scanned - (s->dlen - 1) : 0;
-        const char *hit = len >= s->dlen
-            ? memmem(data + from, len - from, s->delim, s->dlen) : NULL;
-        if (hit != NULL) {
-            *n = (size_t)(hit - data) + s->dlen;
-            return *n <= s->rmax ? 1 : -EMSGSIZE;
+    case READ_UNTIL:
+    case READ_MATCH: {
+        size_t end = s->rmode == READ_UNTIL ? find_delim(s, data, len)
+                                            : s->match.fn(data, len, s->scanned, s->match.arg);
+        if (end > 0) {
+            *n = end;
+            return end <= s->rmax ? 1 : -EMSGSIZE;
         }
         s->scanned = len;
         return len >= s->rmax ? -EMSGSIZE : 0;
@@ -481,6 +496,18 @@ int pf_iostream_read_until(struct pf_iostream *s, const char *delim, size_t dlen
     s->dlen = (uint8_t)dlen;
     s->rmax = max_bytes ? max_bytes : SIZE_MAX;
     return start_read(s, READ_UNTIL, cb);
+}
+
+int pf_iostream_read_until_match(struct pf_iostream *s, pf_match_fn match, void *arg,
+                                 size_t max_bytes, pf_read_cb cb)
+{
+    assert(match != NULL);
+    if (s->closed || s->eof || s->lingering)
+        return -EPIPE;
+    s->match.fn = match;
+    s->match.arg = arg;
+    s->rmax = max_bytes ? max_bytes : SIZE_MAX;
+    return start_read(s, READ_MATCH, cb);
 }
 
 int pf_iostream_read_bytes(struct pf_iostream *s, size_t n, bool partial,

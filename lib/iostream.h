@@ -70,6 +70,16 @@ struct pf_iostream *pf_iostream_new(struct ev_loop *loop, int fd,
  */
 int pf_iostream_read_until(struct pf_iostream *s, const char *delim, size_t dlen,
                            size_t max_bytes, pf_read_cb cb);
+/*
+ * read_until with a matcher of yours instead of a fixed delimiter (Tornado's
+ * read_until_regex): e.g. a blank line ended by "\r\n" or a bare "\n". The
+ * matcher returns the offset just past the match in data[0, len), or 0 if
+ * there is none yet. data[0, from) was searched before and held none: a
+ * new match ends past `from`. max_bytes and cb as for read_until.
+ */
+typedef size_t (*pf_match_fn)(const char *data, size_t len, size_t from, void *arg);
+int pf_iostream_read_until_match(struct pf_iostream *s, pf_match_fn match, void *arg,
+                                 size_t max_bytes, pf_read_cb cb);
 int pf_iostream_read_bytes(struct pf_iostream *s, size_t n, bool partial,
                            pf_read_cb cb);
 int pf_iostream_read_until_close(struct pf_iostream *s, pf_read_cb cb);

@@ -1495,26 +1495,47 @@ START_TEST(test_413_client_still_sending_body_gets_answer_and_a_clean_close)
 }
 END_TEST
 
-START_TEST(test_small_request_body_is_read_and_discarded)
+/* req (a GET of the index page) is answered, and the same connection then
+ * serves GET /sub/: what req left behind was read exactly. after: what
+ * req was, for messages. */
+static void assert_index_then_sub_on_one_connection(const char *req, const char *after)
 {
-    const char *req1 = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello";
     const char *req2 = "GET /sub/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    char what[200];
     struct response r1, r2;
     struct conn c;
 
-    require_site();
+    snprintf(what, sizeof(what), "GET /sub/ after %s, same connection", after);
     conn_open(&c);
-    conn_send_all(&c, req1);
-    expect_response(&c, &r1, req1);
-    assert_status(&r1, 200, shows(req1));
-    assert_body_eq(&r1, index_body, index_len, shows(req1));
+    conn_send_all(&c, req);
+    expect_response(&c, &r1, req);
+    assert_status(&r1, 200, shows(req));
+    assert_body_eq(&r1, index_body, index_len, shows(req));
     conn_send_all(&c, req2);
-    expect_response(&c, &r2, "GET /sub/ after a GET with a 5-byte body, same connection");
-    assert_status(&r2, 200, "GET /sub/ after a GET with a 5-byte body");
-    assert_body_eq(&r2, sub_body, strlen(sub_body), "GET /sub/ after a GET with a 5-byte body");
+    expect_response(&c, &r2, what);
+    assert_status(&r2, 200, what);
+    assert_body_eq(&r2, sub_body, strlen(sub_body), what);
     conn_close(&c);
     response_free(&r1);
     response_free(&r2);
+}
+
+/* Lines ended by a bare LF (netcat, hand-typed requests) are a request as
+ * nginx takes them; the connection goes on with CRLF requests after it. */
+START_TEST(test_bare_lf_request_is_served_and_the_connection_goes_on)
+{
+    require_site();
+    assert_index_then_sub_on_one_connection("GET / HTTP/1.1\nHost: 127.0.0.1\n\n",
+                                            "a bare-LF request");
+}
+END_TEST
+
+START_TEST(test_small_request_body_is_read_and_discarded)
+{
+    require_site();
+    assert_index_then_sub_on_one_connection(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello",
+        "a GET with a 5-byte body");
 }
 END_TEST
 
@@ -1995,6 +2016,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_101_headers_are_431);
     tcase_add_test(tc, test_huge_content_length_is_413);
     tcase_add_test(tc, test_413_client_still_sending_body_gets_answer_and_a_clean_close);
+    tcase_add_test(tc, test_bare_lf_request_is_served_and_the_connection_goes_on);
     tcase_add_test(tc, test_small_request_body_is_read_and_discarded);
     tcase_add_test(tc, test_post_and_delete_are_405_with_allow);
     tcase_add_test(tc, test_slow_request_head_closed_after_header_timeout);

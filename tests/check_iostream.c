@@ -528,6 +528,72 @@ START_TEST(test_read_until_long_delimiter_split_over_three_writes)
 }
 END_TEST
 
+/* A blank line, CRLF or bare LF: the matcher an HTTP head reader uses. */
+static size_t blank_line_end(const char *data, size_t len, size_t from, void *arg)
+{
+    size_t *last_from = arg;
+
+    ck_assert_msg(from >= *last_from && from <= len, "from %zu after %zu, len %zu", from,
+                  *last_from, len);
+    *last_from = from;
+    for (size_t i = from >= 2 ? from - 2 : 0; i < len; i++) {
+        if (data[i] != '\n')
+            continue;
+        if (i + 1 < len && data[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < len && data[i + 1] == '\r' && data[i + 2] == '\n')
+            return i + 3;
+    }
+    return 0;
+}
+
+/* The match spans writes; bytes after it stay for the next read; `from`
+ * only grows within one read and starts again at 0 for the next. */
+START_TEST(test_read_until_match_finds_a_match_split_across_writes)
+{
+    static const char *const parts[] = { "GET / HTTP/1.0\r", "\nA: b\n", "\r", "\nrest\n\n" };
+    size_t last_from = 0;
+    struct ctx c;
+
+    ctx_init(&c, NULL, false);
+    c.in_call = true;
+    ck_assert_int_eq(pf_iostream_read_until_match(c.s, blank_line_end, &last_from, 0, read_cb), 0);
+    c.in_call = false;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        peer_write(&c, parts[i]);
+        run_for(&c, SETTLE_SEC / 4);
+    }
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    assert_read(&c, 0, "GET / HTTP/1.0\r\nA: b\n\r\n", strlen("GET / HTTP/1.0\r\nA: b\n\r\n"));
+    last_from = 0;
+    c.in_call = true;
+    ck_assert_int_eq(pf_iostream_read_until_match(c.s, blank_line_end, &last_from, 0, read_cb), 0);
+    c.in_call = false;
+    ck_assert(run_until_count(&c, &c.nreads, 2, WAIT_SEC));
+    assert_read(&c, 1, "rest\n\n", 6);
+    ck_assert_int_eq(c.rstatus[1], 0);
+    assert_no_reentry(&c);
+    ctx_done(&c);
+}
+END_TEST
+
+/* No match within max_bytes: -EMSGSIZE, as read_until gives. */
+START_TEST(test_read_until_match_none_within_max_bytes_reports_emsgsize)
+{
+    size_t last_from = 0;
+    struct ctx c;
+
+    ctx_init(&c, NULL, false);
+    ck_assert_int_eq(pf_iostream_read_until_match(c.s, blank_line_end, &last_from, 8, read_cb), 0);
+    peer_write(&c, "0123456789\n\n");
+    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    ck_assert_int_eq(c.rstatus[0], -EMSGSIZE);
+    ck_assert_uint_eq(c.rlen[0], 8);
+    ck_assert(!c.closed);
+    ctx_done(&c);
+}
+END_TEST
+
 START_TEST(test_read_until_copies_delimiter)
 {
     char delim[] = HTTP_DELIM;
@@ -1700,6 +1766,8 @@ static Suite *iostream_suite(void)
     tcase_add_test(tc, test_read_until_finds_delimiter_sent_one_byte_per_write_after_false_starts);
     tcase_add_test(tc, test_read_until_long_delimiter_split_over_three_writes);
     tcase_add_test(tc, test_read_until_copies_delimiter);
+    tcase_add_test(tc, test_read_until_match_finds_a_match_split_across_writes);
+    tcase_add_test(tc, test_read_until_match_none_within_max_bytes_reports_emsgsize);
     tcase_add_test(tc, test_read_until_delimiter_and_more_data_in_one_write);
     tcase_add_test(tc, test_read_until_pipelined_requests_returned_by_successive_reads_from_callback);
     tcase_add_test(tc, test_read_bytes_exact_across_several_writes);

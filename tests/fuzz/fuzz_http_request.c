@@ -1,7 +1,9 @@
 /*
  * fuzz_http_request: the input is what a client sends on one connection.
- * It is cut into request heads as iostream's read_until("\r\n\r\n",
- * HTTP_HEAD_MAX) would cut it, each head goes through http_parser as
+ * It is cut into request heads by http_head_end (http.c reads a head with
+ * read_until_match(http_head_end, HTTP_HEAD_MAX)), checking that a search
+ * resumed from where an earlier one stopped finds the same end as one from
+ * the start (the bytes of a head come in pieces). Each head goes through http_parser as
  * daemon/http.c's head_read_cb does, and the target of each request that
  * http_serve would serve goes through http_path_normalize, checked by
  * fuzz_check_normalize. Bodies are skipped as conn_next_request discards
@@ -11,23 +13,18 @@
  * of them that decides what is served is copied here (marked "as http.c");
  * a change there must be repeated here until http.c exposes its head
  * parser (http_parse_head()). Checks about http.c's own decisions belong
- * to that function then: a check here would test the copy. One such check
- * to add: a served request's head ends where read_until's does (today a
- * head that http_parser ends at a bare "\n\n" swallows the bytes up to the
- * next "\r\n\r\n", e.g. a pipelined request; corpus/lf_only).
+ * to that function then: a check here would test the copy.
  */
-#define _GNU_SOURCE     /* memmem */
 #include <http_parser.h>
 #include <limits.h>
 #include <string.h>
 #include <strings.h>
 
 #include "../../daemon/http.h"
+#include "../../daemon/http_head.h"
 #include "../../daemon/http_path.h"
 #include "fuzz_normalize.h"
 #include "fuzz_util.h"
-
-static const char request_head_end[] = "\r\n\r\n";
 
 /* As http.c's struct request, less the header values it only answers with. */
 struct request {
@@ -133,15 +130,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t at = 0;
 
     while (at < size) {
-        size_t left = size - at, dlen = sizeof(request_head_end) - 1, n;
-        const char *hit = memmem(in + at, left, request_head_end, dlen);
+        size_t left = size - at, end = http_head_end(in + at, left, 0, NULL), n;
+        size_t split = (unsigned char)in[at] % left;
         struct request_outcome o;
 
-        /* read_until: the delimiter must end within max_bytes; without one,
+        /* The bytes up to `split` came first and held no end: the search
+         * resumed from there finds the end the whole search does. */
+        if (http_head_end(in + at, split, 0, NULL) == 0)
+            FUZZ_CHECK(http_head_end(in + at, left, split, NULL) == end,
+                       "head end %zu searched whole, %zu resumed at %zu", end,
+                       http_head_end(in + at, left, split, NULL), split);
+        /* read_until_match: the end must be within max_bytes; without one,
          * the read fails once max_bytes are buffered, else it waits. */
-        if (hit != NULL && (size_t)(hit - (in + at)) + dlen <= HTTP_HEAD_MAX)
-            n = (size_t)(hit - (in + at)) + dlen;
-        else if (hit != NULL || left >= HTTP_HEAD_MAX)
+        if (end > 0 && end <= HTTP_HEAD_MAX)
+            n = end;
+        else if (end > 0 || left >= HTTP_HEAD_MAX)
             n = 0;
         else
             break;
