@@ -48,7 +48,8 @@ DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/m
                daemon/tls_config.c
 TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd check_install check_fuzz_regress check_tls check_tls_daemon check_abuse check_signals check_soak
 # Test helpers shared by several suites.
-TEST_UTIL_SRCS := tests/testutil.c
+TEST_UTIL_SRCS := tests/testutil.c tests/procutil.c tests/streamutil.c tests/streamchecks.c \
+                  tests/daemonutil.c tests/echoclient.c
 # daemon/ objects the config suite links against (everything but main.c).
 DAEMON_LIB_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
 
@@ -79,7 +80,13 @@ $(O)/daemon.a: $(DAEMON_LIB_OBJS)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^
 
-$(O)/tests/%: $(O)/tests/%.o $(TEST_UTIL_OBJS) $(O)/daemon.a $(O)/libprefork.a
+# The test helpers as an archive too, for the same reason: a unit suite
+# does not link the daemon helpers (and their threads) it never calls.
+$(O)/tests/testutil.a: $(TEST_UTIL_OBJS)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(O)/tests/%: $(O)/tests/%.o $(O)/tests/testutil.a $(O)/daemon.a $(O)/libprefork.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(DAEMON_LIBS)
 
 tests: $(TEST_BINS) $(O)/preforkd
@@ -322,7 +329,7 @@ $(FUZZ_TARGETS:%=$(O)/tests/fuzz/%.o): $(O)/tests/fuzz/%.o: tests/fuzz/%.c | dep
 	    -DLLVMFuzzerInitialize=$*_initialize -c -o $@ $<
 
 $(O)/tests/check_fuzz_regress: $(O)/tests/check_fuzz_regress.o $(FUZZ_REGRESS_OBJS) \
-                               $(TEST_UTIL_OBJS) $(O)/daemon.a $(O)/libprefork.a
+                               $(O)/tests/testutil.a $(O)/daemon.a $(O)/libprefork.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(DAEMON_LIBS)
 
 -include $(FUZZ_REGRESS_OBJS:.o=.d)
@@ -335,7 +342,7 @@ $(O)/tests/check_fuzz_regress: $(O)/tests/check_fuzz_regress.o $(FUZZ_REGRESS_OB
 # repeats a run's fault sequence. `make check` runs a 10 s form (check_soak).
 SOAK_SECONDS ?= 60
 SOAK_SRCS := tests/soak/soak.c tests/soak/clients.c tests/soak/daemons.c tests/soak/faults.c \
-             tests/soak/procs.c
+             tests/soak/procs.c tests/procutil.c
 SOAK_OBJS := $(SOAK_SRCS:%.c=$(O)/%.o)
 
 .PHONY: soak

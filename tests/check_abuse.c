@@ -14,13 +14,11 @@
  */
 #define _GNU_SOURCE     /* memmem, strcasestr */
 #include <check.h>
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,13 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemonutil.h"
 #include "testutil.h"
 
 #define TCASE_TIMEOUT_SEC 30
@@ -48,9 +46,6 @@
 /* A GET that takes longer is not answered. */
 #define GET_TIMEOUT_SEC 2.0
 #define MAX_WORKERS 8
-/* Enough for any log a test looks at. */
-#define OUTPUT_MAX 65536
-#define LOG_TAIL_MAX 2500
 #define KIB 1024L
 #define MIB (1024L * 1024L)
 
@@ -132,20 +127,14 @@
 /* Log lines may trail the responses by this much. */
 #define LOG_POLL_SEC 0.5
 
-/* Made by main(), removed by main() after the run. */
-static char suite_dir[] = "/tmp/check_abuse-XXXXXX";
-static const char *preforkd_path;
+/* Set up by main(). */
+static struct du_suite suite;
 /* This test's directory: www/, config, log. */
 static char test_dir[PATH_MAX];
 
-/* The daemon under test (one per test). */
-static struct site {
-    pid_t pid;                  /* the master, also its process group; 0: none */
-    unsigned port;
-    char root[PATH_MAX];
-    char conf[PATH_MAX];
-    char log[PATH_MAX];         /* its stdout and stderr: its log, with -f */
-} site;
+/* The daemon under test (one per test), and its document root. */
+static struct du_daemon site;
+static char www_root[PATH_MAX];
 
 /* What a test's config changes. The base is handler = http on site.port,
  * graceful_timeout = 2, worker_timeout = 10, root = www/, status_path =
@@ -165,19 +154,10 @@ static size_t index_len;
 
 /* ---- files ---- */
 
-static void path_in_test_dir(char *buf, size_t size, const char *name)
-{
-    int n = snprintf(buf, size, "%s/%s", test_dir, name);
-
-    ck_assert(n > 0 && (size_t)n < size);
-}
-
 /* root/name, where root is the document root. */
 static void www_path(char *buf, size_t size, const char *name)
 {
-    int n = snprintf(buf, size, "%s/%s", site.root, name);
-
-    ck_assert(n > 0 && (size_t)n < size);
+    tu_path(buf, size, www_root, name);
 }
 
 static void write_file(const char *path, const void *data, size_t len)
@@ -195,8 +175,8 @@ static void make_www(void)
     char path[PATH_MAX];
 
     ck_assert_ptr_nonnull(big);
-    path_in_test_dir(site.root, sizeof(site.root), "www");
-    ck_assert_int_eq(mkdir(site.root, 0755), 0);
+    tu_path(www_root, sizeof(www_root), test_dir, "www");
+    ck_assert_int_eq(mkdir(www_root, 0755), 0);
     www_path(path, sizeof(path), "index.html");
     write_file(path, index_body, index_len);
     for (size_t i = 0; i < FILE64K_SIZE; i++)
@@ -206,40 +186,17 @@ static void make_www(void)
     free(big);
 }
 
-/* The whole of a log (up to OUTPUT_MAX), in a buffer the next call reuses. */
-static const char *read_log(void)
-{
-    static char buf[OUTPUT_MAX];
-
-    tu_read_file(site.log, buf, sizeof(buf));
-    return buf;
-}
-
 static const char *log_tail(void)
 {
-    const char *buf = read_log(), *p;
-    size_t len = strlen(buf);
-
-    if (len <= LOG_TAIL_MAX)
-        return buf;
-    p = strchr(buf + len - LOG_TAIL_MAX, '\n');
-    return p != NULL ? p + 1 : buf + len - LOG_TAIL_MAX;
-}
-
-static size_t log_size(void)
-{
-    struct stat st;
-
-    return stat(site.log, &st) == 0 ? (size_t)st.st_size : 0;
+    return du_log_tail(&site);
 }
 
 /* ---- /proc ---- */
 
-/* Open fds of pid: all of them, those below below_fd (0: no bound), or
- * with sockets_only its sockets; -1 if pid is gone. */
-static int proc_fds(pid_t pid, int below_fd, bool sockets_only)
+/* Open fds of pid below below_fd; -1 if pid is gone. */
+static int proc_fds_below(pid_t pid, int below_fd)
 {
-    char path[64], link[64];
+    char path[64];
     int n = 0;
     DIR *d;
     struct dirent *e;
@@ -248,45 +205,18 @@ static int proc_fds(pid_t pid, int below_fd, bool sockets_only)
     d = opendir(path);
     if (d == NULL)
         return -1;
-    while ((e = readdir(d)) != NULL) {
-        char entry[sizeof(path) + sizeof(e->d_name) + 1];
-        ssize_t len;
-
-        if (!isdigit((unsigned char)e->d_name[0]) ||
-            (below_fd > 0 && atoi(e->d_name) >= below_fd))
-            continue;
-        if (sockets_only) {
-            snprintf(entry, sizeof(entry), "%s/%s", path, e->d_name);
-            len = readlink(entry, link, sizeof(link) - 1);
-            if (len < 0 || strncmp(link, "socket:", 7) != 0)
-                continue;
-        }
-        n++;
-    }
+    while ((e = readdir(d)) != NULL)
+        if (isdigit((unsigned char)e->d_name[0]) && atoi(e->d_name) < below_fd)
+            n++;
     closedir(d);
     return n;
 }
 
-static int proc_fd_count(pid_t pid)
-{
-    return proc_fds(pid, 0, false);
-}
-
 static int proc_socket_count(pid_t pid)
 {
-    return proc_fds(pid, 0, true);
-}
+    unsigned long inodes[SLOW_DAEMON_NOFILE];
 
-/* VmRSS in KiB; -1 if pid is gone. */
-static long proc_rss_kib(pid_t pid)
-{
-    char path[64], text[4096];
-    const char *p;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    tu_read_file(path, text, sizeof(text));
-    p = strstr(text, "\nVmRSS:");
-    return p != NULL ? strtol(p + 7, NULL, 10) : -1;
+    return tu_proc_socket_inodes(pid, inodes, SLOW_DAEMON_NOFILE);
 }
 
 /* User + system CPU seconds of pid; -1 if it is gone. */
@@ -331,45 +261,11 @@ static int sum_fds(const pid_t *pids, int n)
     int sum = 0;
 
     for (int i = 0; i < n; i++)
-        sum += proc_fd_count(pids[i]);
+        sum += tu_proc_fd_count(pids[i]);
     return sum;
 }
 
 /* ---- clients ---- */
-
-/* Connects to 127.0.0.1:port within timeout_ms; a non-blocking fd, or -errno. */
-static int connect_port(unsigned port, int timeout_ms)
-{
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct pollfd p = { .fd = fd, .events = POLLOUT };
-    double deadline = tu_now() + timeout_ms / 1000.0;
-    socklen_t len = sizeof(int);
-    int err = 0, rc;
-
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
-        return fd;
-    if (errno != EINPROGRESS) {
-        err = -errno;
-        close(fd);
-        return err;
-    }
-    do
-        rc = poll(&p, 1, (int)((deadline - tu_now()) * 1000) + 1);
-    while (rc < 0 && errno == EINTR);
-    if (rc <= 0)
-        err = ETIMEDOUT;
-    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err != 0) {
-        close(fd);
-        return -err;
-    }
-    return fd;
-}
 
 /* Sends all of req on a non-blocking fd before deadline; false if not. */
 static bool send_all(int fd, const char *req, size_t len, double deadline)
@@ -403,7 +299,7 @@ static int http_get(unsigned port, const char *target, double timeout_sec, doubl
 
     len = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                    "Connection: close\r\n\r\n", target);
-    fd = connect_port(port, (int)(timeout_sec * 1000));
+    fd = tu_connect_loopback(port, (int)(timeout_sec * 1000));
     if (fd < 0)
         return fd;
     if (send_all(fd, req, (size_t)len, deadline)) {
@@ -457,33 +353,29 @@ static void raise_nofile(rlim_t want)
     }
 }
 
-static void write_conf(const struct site_conf *c)
-{
-    FILE *f;
-
-    path_in_test_dir(site.conf, sizeof(site.conf), "preforkd.conf");
-    f = fopen(site.conf, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f, "[daemon]\nworkers = %d\ngraceful_timeout = 2\nworker_timeout = 10\n"
-               "[server]\nlisten = 127.0.0.1:%u\nhandler = http\n%s"
-               "[http]\nroot = %s\nstatus_path = /status\n%s",
-            c->workers, site.port, c->server_extra != NULL ? c->server_extra : "", site.root,
-            c->http_extra != NULL ? c->http_extra : "");
-    ck_assert_int_eq(fclose(f), 0);
-}
-
-/* For a child about to exec the daemon: under SANITIZE=1, ASan keeps freed
+/* For a child about to exec the daemon: c->nofile fds and, under
+ * SANITIZE=1 with c->no_quarantine, no ASan quarantine. ASan keeps freed
  * memory in a quarantine of up to 256 MiB, so a process's RSS grows with
  * every free() until that fills; without it, RSS tells a leak again. */
-static void asan_without_quarantine(void)
+static void prepare_daemon_child(void *arg)
 {
-#ifdef __SANITIZE_ADDRESS__
-    const char *old = getenv("ASAN_OPTIONS");
-    char opts[1024];
+    const struct site_conf *c = arg;
 
-    snprintf(opts, sizeof(opts), "%s%squarantine_size_mb=0:thread_local_quarantine_size_kb=0",
-             old != NULL ? old : "", old != NULL && old[0] != '\0' ? ":" : "");
-    setenv("ASAN_OPTIONS", opts, 1);
+    if (c->nofile != 0) {
+        struct rlimit rl = { c->nofile, c->nofile };
+
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            _exit(125);
+    }
+#ifdef __SANITIZE_ADDRESS__
+    if (c->no_quarantine) {
+        const char *old = getenv("ASAN_OPTIONS");
+        char opts[1024];
+
+        snprintf(opts, sizeof(opts), "%s%squarantine_size_mb=0:thread_local_quarantine_size_kb=0",
+                 old != NULL ? old : "", old != NULL && old[0] != '\0' ? ":" : "");
+        setenv("ASAN_OPTIONS", opts, 1);
+    }
 #endif
 }
 
@@ -491,75 +383,22 @@ static void asan_without_quarantine(void)
  * c->nofile fds, and waits until it accepts and its workers run. */
 static void site_start(const struct site_conf *c)
 {
-    const char *argv[] = { preforkd_path, "-f", "-c", site.conf, NULL };
+    pid_t pids[MAX_WORKERS];
     double deadline = tu_now() + READY_TIMEOUT_SEC;
-    pid_t test = getpid(), pids[MAX_WORKERS];
-    int status, fd;
 
+    du_init(&site, test_dir, "preforkd");
     site.port = tu_free_port("127.0.0.1");
-    write_conf(c);
-    path_in_test_dir(site.log, sizeof(site.log), "daemon.log");
-    site.pid = fork();
-    ck_assert_int_ge(site.pid, 0);
-    if (site.pid == 0) {
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != test)
-            _exit(126);
-        if (c->nofile != 0) {
-            struct rlimit rl = { c->nofile, c->nofile };
-
-            if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-                _exit(125);
-        }
-        if (c->no_quarantine)
-            asan_without_quarantine();
-        tu_exec_child(preforkd_path, (char *const *)argv, site.log, site.log);
-    }
-    /* Also here, so that the group exists before anyone signals it. */
-    setpgid(site.pid, site.pid);
-    tu_record_pgid(suite_dir, site.pid);
-    while ((fd = connect_port(site.port, 100)) < 0 && tu_now() < deadline) {
-        if (waitpid(site.pid, &status, WNOHANG) == site.pid) {
-            site.pid = 0;
-            ck_abort_msg("preforkd exited (status 0x%x) before accepting:\n%s",
-                         (unsigned)status, log_tail());
-        }
-        usleep(20000);
-    }
-    ck_assert_msg(fd >= 0, "no connection to preforkd within %.0f s: %s\n%s", READY_TIMEOUT_SEC,
-                  strerror(-fd), log_tail());
-    close(fd);
+    du_write_conf(&site, "[daemon]\nworkers = %d\ngraceful_timeout = 2\nworker_timeout = 10\n"
+                         "[server]\nlisten = 127.0.0.1:%u\nhandler = http\n%s"
+                         "[http]\nroot = %s\nstatus_path = /status\n%s",
+                  c->workers, site.port, c->server_extra != NULL ? c->server_extra : "", www_root,
+                  c->http_extra != NULL ? c->http_extra : "");
+    du_launch(&suite, &site, prepare_daemon_child, (void *)c);
+    du_assert_ready(&site, READY_TIMEOUT_SEC);
     while (site_workers(pids, MAX_WORKERS) != c->workers && tu_now() < deadline)
         usleep(10000);
     ck_assert_msg(site_workers(pids, MAX_WORKERS) == c->workers, "expected %d workers\n%s",
                   c->workers, log_tail());
-}
-
-static bool group_gone(pid_t pgid)
-{
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
-    return kill(-pgid, 0) < 0 && errno == ESRCH;
-}
-
-/* SIGTERM to the daemon's group, SIGKILL after STOP_GRACE_SEC. */
-static void site_stop(void)
-{
-    double deadline = tu_now() + STOP_GRACE_SEC;
-
-    if (site.pid <= 0)
-        return;
-    kill(-site.pid, SIGTERM);
-    while (!group_gone(site.pid) && tu_now() < deadline)
-        usleep(10000);
-    if (!group_gone(site.pid)) {
-        kill(-site.pid, SIGKILL);
-        deadline = tu_now() + STOP_GRACE_SEC;
-        while (!group_gone(site.pid) && tu_now() < deadline)
-            usleep(10000);
-    }
-    site.pid = 0;
 }
 
 /* ---- fixtures ---- */
@@ -567,20 +406,16 @@ static void site_stop(void)
 static void setup(void)
 {
     memset(&site, 0, sizeof(site));
-    snprintf(test_dir, sizeof(test_dir), "%s/t-XXXXXX", suite_dir);
-    ck_assert_ptr_nonnull(mkdtemp(test_dir));
-    ck_assert_int_eq(chmod(test_dir, 0755), 0);
-    /* Workers orphaned by a dead master become ours, to reap. */
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    du_test_begin(&suite, test_dir, sizeof(test_dir));
     make_www();
 }
 
 static void teardown(void)
 {
-    site_stop();
+    du_stop(&site, STOP_GRACE_SEC);
     /* Workers that exited on SIGTERM had the last word (LeakSanitizer). */
     if (site.log[0] != '\0')
-        tu_assert_no_sanitizer_report(read_log());
+        tu_assert_no_sanitizer_report(du_log(&site));
 }
 
 /* ---- slowloris ---- */
@@ -669,7 +504,7 @@ START_TEST(test_slowloris_2000_conns_leave_gets_fast_and_close_after_header_time
     base_fds = sum_fds(workers, nworkers);
 
     for (int i = 0; i < SLOW_CONNS; i++) {
-        conns[i].fd = connect_port(site.port, CONNECT_TIMEOUT_MS);
+        conns[i].fd = tu_connect_loopback(site.port, CONNECT_TIMEOUT_MS);
         ck_assert_msg(conns[i].fd >= 0, "slow client %d: connect: %s\n%s", i,
                       strerror(-conns[i].fd), log_tail());
         conns[i].opened = tu_now();
@@ -771,13 +606,9 @@ END_TEST
 /* A child that only burns CPU until stop_spinner(). */
 static pid_t start_spinner(void)
 {
-    pid_t test = getpid(), pid = fork();
+    pid_t pid = tu_fork_tied(SIGKILL);
 
-    ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != test)
-            _exit(0);
         for (volatile unsigned long i = 0;; i++)
             ;
     }
@@ -804,13 +635,13 @@ START_TEST(test_out_of_fds_worker_does_not_spin_and_serves_again_once_clients_cl
     ck_assert_int_eq(site_workers(&worker, 1), 1);
     /* Idle connections: neither timeout frees an fd during the test. */
     for (int i = 0; i < EMFILE_CONNS; i++) {
-        fds[i] = connect_port(site.port, CONNECT_TIMEOUT_MS);
+        fds[i] = tu_connect_loopback(site.port, CONNECT_TIMEOUT_MS);
         ck_assert_msg(fds[i] >= 0, "connect %d: %s\n%s", i, strerror(-fds[i]), log_tail());
     }
     deadline = tu_now() + EMFILE_FILL_SEC;
     /* Out of fds: every number below the limit is taken (an fd inherited
      * from our own parent may sit above it). */
-    while ((held = proc_fds(worker, EMFILE_NOFILE, false)) < EMFILE_NOFILE && tu_now() < deadline)
+    while ((held = proc_fds_below(worker, EMFILE_NOFILE)) < EMFILE_NOFILE && tu_now() < deadline)
         usleep(10000);
     ck_assert_msg(held == EMFILE_NOFILE, "the worker holds %d fds below its limit %d after %d "
                   "connections\n%s", held, EMFILE_NOFILE, EMFILE_CONNS, log_tail());
@@ -826,7 +657,7 @@ START_TEST(test_out_of_fds_worker_does_not_spin_and_serves_again_once_clients_cl
     on_cpu1 = proc_on_cpu_sec(worker);
     spinner1 = proc_on_cpu_sec(spinner);
     stop_spinner(spinner);
-    held_after = proc_fds(worker, EMFILE_NOFILE, false);
+    held_after = proc_fds_below(worker, EMFILE_NOFILE);
     printf("check_abuse: EMFILE: worker at %d of %d fds used %.3f s CPU in %.1f s (%.4f s on "
            "CPU; a busy loop beside it %.3f s)\n", held_after, EMFILE_NOFILE, cpu1 - cpu0,
            EMFILE_CPU_WINDOW_SEC, on_cpu1 - on_cpu0, spinner1 - spinner0);
@@ -844,11 +675,11 @@ START_TEST(test_out_of_fds_worker_does_not_spin_and_serves_again_once_clients_cl
 
     /* The operator learns why new connections wait, and what to raise. */
     deadline = tu_now() + EMFILE_REPORT_SEC;
-    while (strstr(read_log(), "accepting paused") == NULL && tu_now() < deadline)
+    while (strstr(du_log(&site), "accepting paused") == NULL && tu_now() < deadline)
         usleep(50000);
-    ck_assert_msg(strstr(read_log(), "accepting paused") != NULL
-                  && strstr(read_log(), "Too many open files") != NULL
-                  && strstr(read_log(), "RLIMIT_NOFILE 64") != NULL,
+    ck_assert_msg(strstr(du_log(&site), "accepting paused") != NULL
+                  && strstr(du_log(&site), "Too many open files") != NULL
+                  && strstr(du_log(&site), "RLIMIT_NOFILE 64") != NULL,
                   "out of fds, the log does not say accepting paused, why and the limit\n%s",
                   log_tail());
 
@@ -894,17 +725,17 @@ START_TEST(test_unread_100mib_file_costs_no_user_memory_and_closes_after_idle_ti
         ck_assert_int_eq(http_get(site.port, "/index.html", GET_TIMEOUT_SEC, NULL), 200);
     usleep(100000);
     for (int i = 0; i < nworkers; i++) {
-        rss0[i] = proc_rss_kib(workers[i]);
+        rss0[i] = tu_proc_rss_kib(workers[i]);
         socks0[i] = proc_socket_count(workers[i]);
     }
 
-    fd = connect_port(site.port, CONNECT_TIMEOUT_MS);
+    fd = tu_connect_loopback(site.port, CONNECT_TIMEOUT_MS);
     ck_assert_int_ge(fd, 0);
     ck_assert(send_all(fd, req, strlen(req), tu_now() + 1));
     asked_at = tu_now();
     usleep((useconds_t)(HUGE_STALL_SEC * 1e6));
     for (int i = 0; i < nworkers; i++) {
-        long g = proc_rss_kib(workers[i]) - rss0[i];
+        long g = tu_proc_rss_kib(workers[i]) - rss0[i];
 
         growth = g > growth ? g : growth;
         if (proc_socket_count(workers[i]) > socks0[i])
@@ -915,7 +746,7 @@ START_TEST(test_unread_100mib_file_costs_no_user_memory_and_closes_after_idle_ti
     /* Still stalled, just before the idle timeout. */
     usleep((useconds_t)((HUGE_CLOSE_MIN_SEC - HUGE_STALL_SEC - 0.2) * 1e6));
     {
-        long g = proc_rss_kib(workers[served_by]) - rss0[served_by];
+        long g = tu_proc_rss_kib(workers[served_by]) - rss0[served_by];
 
         growth = g > growth ? g : growth;
     }
@@ -1110,7 +941,7 @@ static void load_run(struct load *l, int nconns, int per_conn)
         c->id = i;
         c->buf = malloc(LOAD_BUF_SIZE);
         ck_assert_ptr_nonnull(c->buf);
-        c->fd = connect_port(site.port, CONNECT_TIMEOUT_MS);
+        c->fd = tu_connect_loopback(site.port, CONNECT_TIMEOUT_MS);
         ck_assert_msg(c->fd >= 0, "load connection %d: %s\n%s", i, strerror(-c->fd), log_tail());
         ck_assert_int_eq(epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev), 0);
         active++;
@@ -1146,13 +977,13 @@ static void wait_fds_stable(const pid_t *workers, int n, int *fds)
     int last[MAX_WORKERS];
 
     for (int i = 0; i < n; i++)
-        last[i] = proc_fd_count(workers[i]);
+        last[i] = tu_proc_fd_count(workers[i]);
     while (tu_now() < deadline) {
         bool same = true;
 
         usleep(20000);
         for (int i = 0; i < n; i++) {
-            fds[i] = proc_fd_count(workers[i]);
+            fds[i] = tu_proc_fd_count(workers[i]);
             same = same && fds[i] == last[i];
             last[i] = fds[i];
         }
@@ -1182,7 +1013,7 @@ START_TEST(test_many_requests_leak_no_fd_and_no_memory_in_any_worker)
                   l.failures, l.responses + l.failures, l.first_failure, log_tail());
     wait_fds_stable(workers, nworkers, fds_warm);
     for (int i = 0; i < nworkers; i++)
-        rss_warm[i] = proc_rss_kib(workers[i]);
+        rss_warm[i] = tu_proc_rss_kib(workers[i]);
 
     started = tu_now();
     load_run(&l, LEAK_CONNS, LEAK_REQUESTS_PER_CONN);
@@ -1196,7 +1027,7 @@ START_TEST(test_many_requests_leak_no_fd_and_no_memory_in_any_worker)
                   memcmp(now_workers, workers, (size_t)nworkers * sizeof(pid_t)) == 0,
                   "the workers changed during the load\n%s", log_tail());
     for (int i = 0; i < nworkers; i++) {
-        rss_after[i] = proc_rss_kib(workers[i]);
+        rss_after[i] = tu_proc_rss_kib(workers[i]);
         printf("check_abuse: leak check: worker %d: fds %d -> %d, RSS %ld -> %ld KiB\n",
                (int)workers[i], fds_warm[i], fds_after[i], rss_warm[i], rss_after[i]);
     }
@@ -1212,22 +1043,6 @@ END_TEST
 
 /* ---- an unwritable access log ---- */
 
-/* Lines of text that hold needle. */
-static int count_lines_with(const char *text, const char *needle)
-{
-    int n = 0;
-
-    for (const char *line = text; *line != '\0';) {
-        const char *end = strchr(line, '\n');
-        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
-
-        if (memmem(line, len, needle, strlen(needle)) != NULL)
-            n++;
-        line += len + (end != NULL);
-    }
-    return n;
-}
-
 /* /dev/full accepts the open and fails every write with ENOSPC, as a full
  * disk does. (A read-only directory would not do: the daemon runs as root
  * here, and it keeps the file it opened anyway.) */
@@ -1239,7 +1054,7 @@ START_TEST(test_access_log_on_full_disk_keeps_serving_and_says_so_once)
     int lines;
 
     site_start(&c);
-    offset = log_size();
+    offset = du_log_size(&site);
     for (int i = 0; i < FULL_LOG_REQUESTS; i++) {
         int status = http_get(site.port, "/index.html", GET_TIMEOUT_SEC, NULL);
 
@@ -1247,9 +1062,8 @@ START_TEST(test_access_log_on_full_disk_keeps_serving_and_says_so_once)
                       i + 1, status, log_tail());
     }
     usleep((useconds_t)(LOG_POLL_SEC * 1e6));
-    log = read_log();
-    log = strlen(log) >= offset ? log + offset : "";
-    lines = count_lines_with(log, "/dev/full");
+    log = du_log_since(&site, offset);
+    lines = tu_count_lines_with(log, "/dev/full");
     printf("check_abuse: access log on /dev/full: %d requests, %d log lines naming it\n",
            FULL_LOG_REQUESTS, lines);
     /* Once per worker at most: each finds out by itself. */
@@ -1265,65 +1079,28 @@ END_TEST
 
 /* ---- suite ---- */
 
-static void make_contents(void)
-{
-    size_t n = (size_t)snprintf(index_body, sizeof(index_body),
-                                "<!DOCTYPE html>\n<title>check_abuse</title>\n");
-
-    for (int i = 0; n < 600; i++)
-        n += (size_t)snprintf(index_body + n, sizeof(index_body) - n,
-                              "<p>line %02d of the index page</p>\n", i);
-    index_len = n;
-}
-
-static TCase *new_tcase(Suite *s, const char *name)
-{
-    TCase *tc = tcase_create(name);
-
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *abuse_suite(void)
 {
     Suite *s = suite_create("abuse");
-    TCase *tc = new_tcase(s, "slow_clients");
+    TCase *tc = du_add_tcase(s, "slow_clients", TCASE_TIMEOUT_SEC, setup, teardown);
 
     tcase_add_test(tc, test_slowloris_2000_conns_leave_gets_fast_and_close_after_header_timeout);
     tcase_add_test(tc, test_unread_100mib_file_costs_no_user_memory_and_closes_after_idle_timeout);
 
-    tc = new_tcase(s, "exhaustion");
+    tc = du_add_tcase(s, "exhaustion", TCASE_TIMEOUT_SEC, setup, teardown);
     tcase_add_test(tc, test_out_of_fds_worker_does_not_spin_and_serves_again_once_clients_close);
     tcase_add_test(tc, test_many_requests_leak_no_fd_and_no_memory_in_any_worker);
 
-    tc = new_tcase(s, "access_log");
+    tc = du_add_tcase(s, "access_log", TCASE_TIMEOUT_SEC, setup, teardown);
     tcase_add_test(tc, test_access_log_on_full_disk_keeps_serving_and_says_so_once);
     return s;
 }
 
 int main(void)
 {
-    int failed, n_left;
-
-    preforkd_path = tu_preforkd_path("check_abuse");
-    if (preforkd_path == NULL)
-        return 1;
-    if (mkdtemp(suite_dir) == NULL || chmod(suite_dir, 0755) != 0) {
-        perror("check_abuse: making the suite's temp dir");
-        return 1;
-    }
-    /* The numbers the tests print go out in order with Check's. */
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    make_contents();
-    failed = tu_run_suite(abuse_suite());
-    n_left = tu_kill_recorded_groups(suite_dir, "check_abuse", 1.0);
-    if (n_left > 0) {
-        fprintf(stderr, "check_abuse: killed %d preforkd process%s left running by failed tests\n",
-                n_left, n_left == 1 ? "" : "es");
-        failed++;
-    }
-    tu_rmtree(suite_dir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    if (!du_suite_begin(&suite, "check_abuse", false))
+        return EXIT_FAILURE;
+    index_len = tu_html_page(index_body, sizeof(index_body), "check_abuse", "the index page",
+                             600);
+    return du_suite_end(&suite, tu_run_suite(abuse_suite()));
 }

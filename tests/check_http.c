@@ -23,7 +23,6 @@
 #include <poll.h>
 #include <regex.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +37,7 @@
 #include <unistd.h>
 
 #include "prefork.h"
+#include "daemonutil.h"
 #include "testutil.h"
 
 #define TCASE_TIMEOUT_SEC 30
@@ -71,7 +71,6 @@
 #define FRESH_ROUNDS 8
 /* Access log lines and counters may trail the response by this much. */
 #define LOG_POLL_SEC 2.0
-#define CURL_PATH "/usr/bin/curl"
 #define CURL_TIMEOUT_SEC 10.0
 /* Largest thing a test reads at once: big.bin plus its head, with room. */
 #define CONN_BUF_SIZE (1024 * 1024)
@@ -91,11 +90,8 @@
 #define SECRET "OUTSIDE-SECRET-c4e1b7d2"
 #define LOCKED_TEXT "LOCKED-CONTENT-92ab\n"
 
-/* Made by main(), removed by main() after the run. */
-static char suite_dir[] = "/tmp/check_http-XXXXXX";
-static const char *preforkd_path;
-/* Sanitizer reports found in a daemon's log at teardown (runner only). */
-static int sanitizer_reports;
+/* Set up by main(). */
+static struct du_suite suite;
 
 /* What the document root holds, built by main() before any fork. */
 static char index_body[1024];
@@ -106,48 +102,16 @@ static unsigned char big_body[BIG_SIZE];
 
 /* The daemon of the running tcase; set by the unchecked setup in the runner,
  * read by the tests forked after it. */
-static struct site {
-    char dir[PATH_MAX];         /* this tcase's temp dir; www/ is the root */
-    char conf[PATH_MAX];
-    char log[PATH_MAX];         /* the daemon's stdout and stderr */
-    char access_log[PATH_MAX];
-    unsigned port;
-    pid_t pid;                  /* the master, also its process group; 0: none */
-    char error[OUTPUT_MAX];     /* why the daemon does not serve; "" if it does */
-} the_site;
+static struct du_site the_site;
+/* Its temp dir (www/ is the root) and its access log. */
+static char site_dir[PATH_MAX];
+static char access_log[PATH_MAX];
 
 /* ---- text helpers ---- */
 
-/* s[0..len) with CR, LF and other bytes escaped, cut at about 400 bytes; the
- * result stays valid for the next three calls. */
-static const char *show(const void *s, size_t len)
-{
-    static char bufs[4][1700];
-    static int next;
-    char *out = bufs[next++ % 4], *p = out;
-    const unsigned char *in = s;
-
-    for (size_t i = 0; i < len; i++) {
-        if (p - out > 1600) {
-            p += sprintf(p, "...(%zu bytes)", len);
-            break;
-        }
-        if (in[i] == '\r')
-            p += sprintf(p, "\\r");
-        else if (in[i] == '\n')
-            p += sprintf(p, "\\n");
-        else if (in[i] < 0x20 || in[i] >= 0x7f)
-            p += sprintf(p, "\\x%02x", in[i]);
-        else
-            *p++ = (char)in[i];
-    }
-    *p = '\0';
-    return out;
-}
-
 static const char *shows(const char *s)
 {
-    return show(s, strlen(s));
+    return tu_show(s, strlen(s));
 }
 
 static bool matches(const char *pattern, const char *text, int cflags)
@@ -172,40 +136,6 @@ static bool is_digits(const char *s)
     return true;
 }
 
-/* path's bytes from offset on, NUL-terminated, cut to size - 1. */
-static void read_file_from(const char *path, off_t offset, char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    size_t got = 0;
-    ssize_t n;
-
-    buf[0] = '\0';
-    if (fd < 0)
-        return;
-    if (lseek(fd, offset, SEEK_SET) == offset)
-        while (got + 1 < size && (n = read(fd, buf + got, size - 1 - got)) > 0)
-            got += (size_t)n;
-    buf[got] = '\0';
-    close(fd);
-}
-
-static off_t file_size(const char *path)
-{
-    struct stat st;
-
-    return stat(path, &st) == 0 ? st.st_size : 0;
-}
-
-/* The last part of the daemon's log, for messages. */
-static const char *site_log_tail(void)
-{
-    static char buf[4096];
-    off_t size = file_size(the_site.log);
-
-    read_file_from(the_site.log, size > 3000 ? size - 3000 : 0, buf, sizeof(buf));
-    return buf;
-}
-
 /* ---- the document root ---- */
 
 static void make_contents(void)
@@ -226,9 +156,7 @@ static void make_contents(void)
 
 static void site_path(char *buf, size_t size, const char *name)
 {
-    int n = snprintf(buf, size, "%s/%s", the_site.dir, name);
-
-    ck_assert(n > 0 && (size_t)n < size);
+    tu_path(buf, size, site_dir, name);
 }
 
 static void write_site_file(const char *name, const void *data, size_t len, mode_t mode)
@@ -256,7 +184,7 @@ static void make_site_dir(const char *name)
     ck_assert_int_eq(chmod(path, 0755), 0);
 }
 
-/* the_site.dir/www and the secret next to it. */
+/* site_dir/www and the secret next to it. */
 static void make_site_files(void)
 {
     char path[PATH_MAX];
@@ -288,96 +216,37 @@ static void site_file_stat(const char *name, struct stat *st)
 
 /* ---- the daemon (runner side) ---- */
 
-static void exec_preforkd(const char *conf, const char *log)
-{
-    const char *argv[] = { "preforkd", "-f", "-c", conf, NULL };
-
-    tu_exec_child(preforkd_path, (char *const *)argv, log, log);
-}
-
-static void site_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void site_set_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(the_site.error, sizeof(the_site.error), fmt, ap);
-    va_end(ap);
-}
-
-/* Polls connect() until it works; notes in the_site.error why it does not. */
-static void site_wait_ready(void)
-{
-    double deadline = tu_now() + READY_TIMEOUT_SEC;
-    int status, fd;
-
-    while ((fd = tu_connect_tcp("127.0.0.1", the_site.port)) < 0 && tu_now() < deadline) {
-        if (waitpid(the_site.pid, &status, WNOHANG) == the_site.pid) {
-            site_set_error("preforkd exited (status 0x%x) before accepting; its log:\n%s",
-                           (unsigned)status, site_log_tail());
-            the_site.pid = 0;
-            return;
-        }
-        usleep(20000);
-    }
-    if (fd < 0) {
-        site_set_error("no connection to preforkd on 127.0.0.1:%u within %.0f s: %s\n%s",
-                       the_site.port, READY_TIMEOUT_SEC, strerror(-fd), site_log_tail());
-        return;
-    }
-    close(fd);
-}
-
 /* Unchecked setup: a fresh document root and config, and the daemon on them.
  * status_path is the [http] value ("" disables the status page). */
 static void site_start(const char *status_path)
 {
-    struct site *s = &the_site;
-    pid_t runner = getpid();
-    FILE *f;
+    struct du_daemon *d = &the_site.d;
 
-    memset(s, 0, sizeof(*s));
-    snprintf(s->dir, sizeof(s->dir), "%s/d-XXXXXX", suite_dir);
-    ck_assert_ptr_nonnull(mkdtemp(s->dir));
-    ck_assert_int_eq(chmod(s->dir, 0755), 0);
+    tu_path(site_dir, sizeof(site_dir), suite.dir, "d-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(site_dir));
+    ck_assert_int_eq(chmod(site_dir, 0755), 0);
     make_site_files();
-    site_path(s->conf, sizeof(s->conf), "preforkd.conf");
-    site_path(s->log, sizeof(s->log), "daemon.log");
-    site_path(s->access_log, sizeof(s->access_log), "access.log");
-    s->port = tu_free_port("127.0.0.1");
-
-    f = fopen(s->conf, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f, "[daemon]\n"
-               "workers = 2\n"
-               "user = nobody\n"
-               "graceful_timeout = 2\n"
-               "worker_timeout = 10\n"
-               "[server]\n"
-               "listen = 127.0.0.1:%u\n"
-               "handler = http\n"
-               "idle_timeout = %d\n"
-               "[http]\n"
-               "root = %s/www\n"
-               "index = index.html\n"
-               "status_path = %s\n"
-               "header_timeout = %d\n"
-               "access_log = %s\n",
-            s->port, IDLE_TIMEOUT_SEC, s->dir, status_path, HEADER_TIMEOUT_SEC, s->access_log);
-    ck_assert_int_eq(fclose(f), 0);
-
-    s->pid = fork();
-    ck_assert_int_ge(s->pid, 0);
-    if (s->pid == 0) {
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != runner)
-            _exit(126);
-        exec_preforkd(s->conf, s->log);
-    }
-    /* Also here, so that the group exists before anyone signals it. */
-    setpgid(s->pid, s->pid);
-    site_wait_ready();
+    site_path(access_log, sizeof(access_log), "access.log");
+    du_init(d, site_dir, "preforkd");
+    d->port = tu_free_port("127.0.0.1");
+    du_write_conf(d, "[daemon]\n"
+                     "workers = 2\n"
+                     "user = nobody\n"
+                     "graceful_timeout = 2\n"
+                     "worker_timeout = 10\n"
+                     "[server]\n"
+                     "listen = 127.0.0.1:%u\n"
+                     "handler = http\n"
+                     "idle_timeout = %d\n"
+                     "[http]\n"
+                     "root = %s/www\n"
+                     "index = index.html\n"
+                     "status_path = %s\n"
+                     "header_timeout = %d\n"
+                     "access_log = %s\n",
+                  d->port, IDLE_TIMEOUT_SEC, site_dir, status_path, HEADER_TIMEOUT_SEC,
+                  access_log);
+    du_site_launch(&suite, &the_site, READY_TIMEOUT_SEC);
 }
 
 static void site_start_with_status(void)
@@ -390,73 +259,34 @@ static void site_start_without_status(void)
     site_start("");
 }
 
-/* True once no process of the group pgid is left; reaps ours. */
-static bool group_gone(pid_t pgid)
-{
-    while (waitpid(-pgid, NULL, WNOHANG) > 0)
-        ;
-    return kill(-pgid, 0) < 0 && errno == ESRCH;
-}
-
-/* Unchecked teardown (runner): SIGTERM to the group, SIGKILL after
- * STOP_GRACE_SEC. Must not ck_assert; a sanitizer report in the log is
- * printed and counted by main(). */
+/* Unchecked teardown (runner): SIGTERM, SIGKILL after STOP_GRACE_SEC; a
+ * sanitizer report in the log is counted by main(). */
 static void site_stop(void)
 {
-    static char log[OUTPUT_MAX];
-    pid_t pgid = the_site.pid;
-    double deadline;
-
-    if (pgid > 0) {
-        kill(-pgid, SIGTERM);
-        deadline = tu_now() + STOP_GRACE_SEC;
-        while (!group_gone(pgid) && tu_now() < deadline)
-            usleep(10000);
-        if (!group_gone(pgid)) {
-            fprintf(stderr, "check_http: preforkd (pid %d) still ran %.0f s after SIGTERM\n",
-                    (int)pgid, STOP_GRACE_SEC);
-            kill(-pgid, SIGKILL);
-            deadline = tu_now() + STOP_GRACE_SEC;
-            while (!group_gone(pgid) && tu_now() < deadline)
-                usleep(10000);
-        }
-        the_site.pid = 0;
-    }
-    tu_read_file(the_site.log, log, sizeof(log));
-    if (strstr(log, "AddressSanitizer") != NULL || strstr(log, "LeakSanitizer") != NULL ||
-        strstr(log, "runtime error:") != NULL) {
-        fprintf(stderr, "check_http: sanitizer report in %s:\n%s\n", the_site.log, log);
-        sanitizer_reports++;
-    }
+    du_site_stop(&suite, &the_site, STOP_GRACE_SEC);
 }
 
 /* ---- per test (checked fixture, in the test's process) ---- */
 
-static off_t log_offset;
-
 static void require_site(void)
 {
-    ck_assert_msg(the_site.error[0] == '\0', "%s", the_site.error);
+    du_site_require(&the_site);
 }
 
 static void test_setup(void)
 {
-    log_offset = file_size(the_site.log);
+    du_site_test_begin(&the_site);
 }
 
-/* After a passing test: no worker died meanwhile, no sanitizer spoke, and
- * the master still runs. */
 static void test_teardown(void)
 {
-    static char log[OUTPUT_MAX];
-    struct tu_proc_stat st;
+    du_site_test_end(&the_site);
+}
 
-    read_file_from(the_site.log, log_offset, log, sizeof(log));
-    ck_assert_msg(strstr(log, "restarting in") == NULL,
-                  "a worker died during this test; the daemon's log says:\n%s", log);
-    tu_assert_no_sanitizer_report(log);
-    ck_assert_msg(the_site.pid > 0 && tu_proc_stat(the_site.pid, &st) && st.state != 'Z',
-                  "the master (pid %d) is gone; its log:\n%s", (int)the_site.pid, log);
+/* The last part of the daemon's log, for messages. */
+static const char *site_log_tail(void)
+{
+    return du_log_tail(&the_site.d);
 }
 
 /* ---- a raw HTTP client ---- */
@@ -489,8 +319,8 @@ static void conn_open(struct conn *c)
     struct timeval send_timeout = { 5, 0 };
 
     memset(c, 0, sizeof(*c));
-    c->fd = tu_connect_tcp("127.0.0.1", the_site.port);
-    ck_assert_msg(c->fd >= 0, "connect 127.0.0.1:%u: %s\n%s", the_site.port, strerror(-c->fd),
+    c->fd = tu_connect_tcp("127.0.0.1", the_site.d.port);
+    ck_assert_msg(c->fd >= 0, "connect 127.0.0.1:%u: %s\n%s", the_site.d.port, strerror(-c->fd),
                   site_log_tail());
     /* A server that stops reading must not hang a test in send(). */
     setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
@@ -509,21 +339,10 @@ static void conn_close(struct conn *c)
 /* Sends all len bytes; false (with c->err) if the peer is gone. */
 static bool conn_send(struct conn *c, const void *data, size_t len)
 {
-    const char *p = data;
-
-    while (len > 0) {
-        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            c->err = n < 0 ? errno : EPIPE;
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
+    if (tu_send_all(c->fd, data, len))
+        return true;
+    c->err = errno;
+    return false;
 }
 
 static void conn_send_all(struct conn *c, const char *req)
@@ -703,13 +522,8 @@ static const char *conn_read_response(struct conn *c, struct response *r, bool h
             return why;
         }
     }
-    r->body = malloc(body_len + 1);
-    ck_assert_ptr_nonnull(r->body);
-    memcpy(r->body, c->buf + head_len, body_len);
-    r->body[body_len] = '\0';
+    r->body = (unsigned char *)tu_take_bytes(c->buf, &c->len, head_len, body_len);
     r->body_len = body_len;
-    memmove(c->buf, c->buf + head_len + body_len, c->len - head_len - body_len);
-    c->len -= head_len + body_len;
     return NULL;
 }
 
@@ -746,7 +560,7 @@ static void expect_response(struct conn *c, struct response *r, const char *req)
 {
     const char *err = conn_read_response(c, r, strncmp(req, "HEAD ", 5) == 0);
 
-    ck_assert_msg(err == NULL, "%s: %s; received: %s", shows(req), err, show(c->buf, c->len));
+    ck_assert_msg(err == NULL, "%s: %s; received: %s", shows(req), err, tu_show(c->buf, c->len));
     assert_common_headers(r, shows(req));
 }
 
@@ -786,8 +600,20 @@ static void assert_header_eq(const struct response *r, const char *name, const c
 static void assert_body_eq(const struct response *r, const void *want, size_t len, const char *what)
 {
     ck_assert_msg(r->body_len == len && memcmp(r->body, want, len) == 0,
-                  "%s: want a body of %zu bytes: %s\ngot %zu bytes: %s", what, len, show(want, len),
-                  r->body_len, show(r->body, r->body_len));
+                  "%s: want a body of %zu bytes: %s\ngot %zu bytes: %s", what, len,
+                  tu_show(want, len), r->body_len, tu_show(r->body, r->body_len));
+}
+
+/* req on the open connection c; its response (in *r) must have status and,
+ * unless body is NULL, exactly body. what names it in messages. */
+static void exchange_on(struct conn *c, const char *req, struct response *r, int status,
+                        const void *body, size_t body_len, const char *what)
+{
+    conn_send_all(c, req);
+    expect_response(c, r, req);
+    assert_status(r, status, what);
+    if (body != NULL)
+        assert_body_eq(r, body, body_len, what);
 }
 
 /* The Last-Modified and ETag a file must get. */
@@ -824,19 +650,19 @@ static void assert_rejected_and_closed(const char *req, size_t len, int status)
 {
     struct response r;
     struct conn c;
-    const char *err, *what = show(req, len);
+    const char *err, *what = tu_show(req, len);
     char after[700];
 
     conn_open(&c);
     conn_send(&c, req, len);
     err = conn_read_response(&c, &r, false);
     ck_assert_msg(err == NULL, "%s: %s (send: %s); received: %s", what, err,
-                  c.err ? strerror(c.err) : "complete", show(c.buf, c.len));
+                  c.err ? strerror(c.err) : "complete", tu_show(c.buf, c.len));
     assert_status(&r, status, what);
     assert_common_headers(&r, what);
     ck_assert_msg(conn_wait_close(&c, CLOSE_WAIT_SEC, NULL) && c.len == 0,
                   "%s: after the %d response the connection %s; extra bytes: %s", what, status,
-                  c.eof ? "closed" : "stayed open", show(c.buf, c.len));
+                  c.eof ? "closed" : "stayed open", tu_show(c.buf, c.len));
     conn_close(&c);
     response_free(&r);
     snprintf(after, sizeof(after), "%s", what);
@@ -908,7 +734,7 @@ START_TEST(test_get_directory_without_index_is_404)
     get("/noindex/", &r);
     assert_status(&r, 404, "GET /noindex/");
     ck_assert_msg(memmem(r.body, r.body_len, "other.txt", 9) == NULL,
-                  "GET /noindex/ lists the directory: %s", show(r.body, r.body_len));
+                  "GET /noindex/ lists the directory: %s", tu_show(r.body, r.body_len));
     response_free(&r);
 }
 END_TEST
@@ -933,7 +759,7 @@ START_TEST(test_get_unreadable_file_is_403)
     get("/locked.txt", &r);
     assert_status(&r, 403, "GET /locked.txt");
     ck_assert_msg(memmem(r.body, r.body_len, "LOCKED-CONTENT", 14) == NULL,
-                  "GET /locked.txt sent the file: %s", show(r.body, r.body_len));
+                  "GET /locked.txt sent the file: %s", tu_show(r.body, r.body_len));
     response_free(&r);
 }
 END_TEST
@@ -1272,26 +1098,27 @@ END_TEST
 
 /* ---- connections ---- */
 
-START_TEST(test_keep_alive_serves_two_requests_on_one_connection)
+/* req_index (which gets index.html), then GET /sub/ on the same connection,
+ * which must get sub/'s index; what2 names the second in messages. */
+static void assert_second_request_served(const char *req_index, const char *what2)
 {
-    const char *req1 = "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     const char *req2 = "GET /sub/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     struct response r1, r2;
     struct conn c;
 
-    require_site();
     conn_open(&c);
-    conn_send_all(&c, req1);
-    expect_response(&c, &r1, req1);
-    assert_status(&r1, 200, shows(req1));
-    assert_body_eq(&r1, index_body, index_len, shows(req1));
-    conn_send_all(&c, req2);
-    expect_response(&c, &r2, "the second request on a keep-alive connection");
-    assert_status(&r2, 200, "the second request on a keep-alive connection");
-    assert_body_eq(&r2, sub_body, strlen(sub_body), "the second request on a keep-alive connection");
+    exchange_on(&c, req_index, &r1, 200, index_body, index_len, shows(req_index));
+    exchange_on(&c, req2, &r2, 200, sub_body, strlen(sub_body), what2);
     conn_close(&c);
     response_free(&r1);
     response_free(&r2);
+}
+
+START_TEST(test_keep_alive_serves_two_requests_on_one_connection)
+{
+    require_site();
+    assert_second_request_served("GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                                 "the second request on a keep-alive connection");
 }
 END_TEST
 
@@ -1302,16 +1129,14 @@ static void assert_served_then_closed(const char *req)
     struct conn c;
 
     conn_open(&c);
-    conn_send_all(&c, req);
-    expect_response(&c, &r, req);
-    assert_status(&r, 200, shows(req));
-    assert_body_eq(&r, index_body, index_len, shows(req));
+    exchange_on(&c, req, &r, 200, index_body, index_len, shows(req));
     ck_assert_msg(header(&r, "Connection") != NULL && strcasecmp(header(&r, "Connection"), "close") == 0,
                   "%s: want `Connection: close`, got:\n%s", shows(req), r.head);
     ck_assert_msg(conn_wait_close(&c, CLOSE_WAIT_SEC, NULL),
                   "%s: the connection is still open %.1f s after the response", shows(req),
                   CLOSE_WAIT_SEC);
-    ck_assert_msg(c.len == 0, "%s: bytes after the response: %s", shows(req), show(c.buf, c.len));
+    ck_assert_msg(c.len == 0, "%s: bytes after the response: %s", shows(req),
+                  tu_show(c.buf, c.len));
     conn_close(&c);
     response_free(&r);
 }
@@ -1339,16 +1164,11 @@ START_TEST(test_http10_keep_alive_stays_open)
 
     require_site();
     conn_open(&c);
-    conn_send_all(&c, req1);
-    expect_response(&c, &r1, req1);
-    assert_status(&r1, 200, shows(req1));
+    exchange_on(&c, req1, &r1, 200, NULL, 0, shows(req1));
     ck_assert_msg(header(&r1, "Connection") != NULL &&
                   strcasecmp(header(&r1, "Connection"), "keep-alive") == 0,
                   "%s: want `Connection: keep-alive`, got:\n%s", shows(req1), r1.head);
-    conn_send_all(&c, req2);
-    expect_response(&c, &r2, "a second HTTP/1.0 keep-alive request");
-    assert_status(&r2, 200, shows(req2));
-    assert_body_eq(&r2, sub_body, strlen(sub_body), shows(req2));
+    exchange_on(&c, req2, &r2, 200, sub_body, strlen(sub_body), shows(req2));
     conn_close(&c);
     response_free(&r1);
     response_free(&r2);
@@ -1482,7 +1302,7 @@ START_TEST(test_413_client_still_sending_body_gets_answer_and_a_clean_close)
     ck_assert_int_eq(shutdown(c.fd, SHUT_WR), 0);
     err = conn_read_response(&c, &r, false);
     ck_assert_msg(err == NULL, "the 413 after a %d-byte body: %s; received: %s",
-                  LINGER_BODY_SIZE, err, show(c.buf, c.len));
+                  LINGER_BODY_SIZE, err, tu_show(c.buf, c.len));
     assert_status(&r, 413, "a body over the discard limit");
     assert_header_eq(&r, "Connection", "close", "413");
     ck_assert_msg(conn_wait_close(&c, LINGER_CLOSE_SEC, &closed_after) && c.err == 0,
@@ -1495,47 +1315,22 @@ START_TEST(test_413_client_still_sending_body_gets_answer_and_a_clean_close)
 }
 END_TEST
 
-/* req (a GET of the index page) is answered, and the same connection then
- * serves GET /sub/: what req left behind was read exactly. after: what
- * req was, for messages. */
-static void assert_index_then_sub_on_one_connection(const char *req, const char *after)
-{
-    const char *req2 = "GET /sub/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    char what[200];
-    struct response r1, r2;
-    struct conn c;
-
-    snprintf(what, sizeof(what), "GET /sub/ after %s, same connection", after);
-    conn_open(&c);
-    conn_send_all(&c, req);
-    expect_response(&c, &r1, req);
-    assert_status(&r1, 200, shows(req));
-    assert_body_eq(&r1, index_body, index_len, shows(req));
-    conn_send_all(&c, req2);
-    expect_response(&c, &r2, what);
-    assert_status(&r2, 200, what);
-    assert_body_eq(&r2, sub_body, strlen(sub_body), what);
-    conn_close(&c);
-    response_free(&r1);
-    response_free(&r2);
-}
-
 /* Lines ended by a bare LF (netcat, hand-typed requests) are a request as
  * nginx takes them; the connection goes on with CRLF requests after it. */
 START_TEST(test_bare_lf_request_is_served_and_the_connection_goes_on)
 {
     require_site();
-    assert_index_then_sub_on_one_connection("GET / HTTP/1.1\nHost: 127.0.0.1\n\n",
-                                            "a bare-LF request");
+    assert_second_request_served("GET / HTTP/1.1\nHost: 127.0.0.1\n\n",
+                                 "GET /sub/ after a bare-LF request, same connection");
 }
 END_TEST
 
 START_TEST(test_small_request_body_is_read_and_discarded)
 {
     require_site();
-    assert_index_then_sub_on_one_connection(
+    assert_second_request_served(
         "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello",
-        "a GET with a 5-byte body");
+        "GET /sub/ after a GET with a 5-byte body, same connection");
 }
 END_TEST
 
@@ -1593,7 +1388,7 @@ START_TEST(test_slow_request_head_closed_after_header_timeout)
     ck_assert_msg(closed_at - start >= SLOW_CLOSE_MIN_SEC && closed_at - start <= SLOW_CLOSE_MAX_SEC,
                   "a slow request head was cut off after %.2f s, want %.1f..%.1f s "
                   "(header_timeout = %d s); received: %s", closed_at - start, SLOW_CLOSE_MIN_SEC,
-                  SLOW_CLOSE_MAX_SEC, HEADER_TIMEOUT_SEC, show(c.buf, c.len));
+                  SLOW_CLOSE_MAX_SEC, HEADER_TIMEOUT_SEC, tu_show(c.buf, c.len));
     conn_close(&c);
 }
 END_TEST
@@ -1618,7 +1413,7 @@ START_TEST(test_idle_keep_alive_closed_after_idle_timeout)
                   "an idle keep-alive connection was closed after %.2f s, want %.1f..%.1f s "
                   "(idle_timeout = %d s)", elapsed, IDLE_CLOSE_MIN_SEC, IDLE_CLOSE_MAX_SEC,
                   IDLE_TIMEOUT_SEC);
-    ck_assert_msg(c.len == 0, "bytes on an idle connection: %s", show(c.buf, c.len));
+    ck_assert_msg(c.len == 0, "bytes on an idle connection: %s", tu_show(c.buf, c.len));
     conn_close(&c);
     response_free(&r);
 }
@@ -1818,10 +1613,10 @@ START_TEST(test_access_log_has_combined_line)
     require_site();
     get_with_referer("http://r/");
     access_line_regex(pattern, sizeof(pattern), "http://r/");
-    ck_assert_msg(log_has_line(the_site.access_log, pattern, text, sizeof(text)),
+    ck_assert_msg(log_has_line(access_log, pattern, text, sizeof(text)),
                   "%s has no line like `127.0.0.1 - - [23/Nov/2026:16:31:06 +0000] "
                   "\"GET /index.html HTTP/1.1\" 200 %zu \"http://r/\" \"check-http\"`; it holds:\n%s\n"
-                  "daemon log:\n%s", the_site.access_log, index_len, text, site_log_tail());
+                  "daemon log:\n%s", access_log, index_len, text, site_log_tail());
 }
 END_TEST
 
@@ -1837,12 +1632,12 @@ START_TEST(test_access_log_reopened_on_usr1)
     require_site();
     get_with_referer("http://r/before-rotation");
     access_line_regex(pattern, sizeof(pattern), "http://r/before-rotation");
-    ck_assert_msg(log_has_line(the_site.access_log, pattern, text, sizeof(text)),
+    ck_assert_msg(log_has_line(access_log, pattern, text, sizeof(text)),
                   "%s has no line for the request before rotation; it holds:\n%s",
-                  the_site.access_log, text);
-    snprintf(rotated, sizeof(rotated), "%s.1", the_site.access_log);
-    ck_assert_int_eq(rename(the_site.access_log, rotated), 0);
-    ck_assert_int_eq(kill(the_site.pid, SIGUSR1), 0);
+                  access_log, text);
+    snprintf(rotated, sizeof(rotated), "%s.1", access_log);
+    ck_assert_int_eq(rename(access_log, rotated), 0);
+    ck_assert_int_eq(kill(the_site.d.pid, SIGUSR1), 0);
 
     /* The workers reopen when the signal reaches them: poll with requests. */
     access_line_regex(pattern, sizeof(pattern), "http://r/after-rotation-[0-9]+");
@@ -1853,14 +1648,14 @@ START_TEST(test_access_log_reopened_on_usr1)
         snprintf(referer, sizeof(referer), "http://r/after-rotation-%d", i);
         get_with_referer(referer);
         usleep(100000);
-        tu_read_file(the_site.access_log, text, sizeof(text));
+        tu_read_file(access_log, text, sizeof(text));
         reopened = matches(pattern, text, REG_NEWLINE);
     }
     ck_assert_msg(reopened, "no new %s with the requests made %.0f s after USR1 (exists: %s); "
-                  "it holds:\n%s\ndaemon log:\n%s", the_site.access_log, LOG_POLL_SEC,
-                  access(the_site.access_log, F_OK) == 0 ? "yes" : "no", text, site_log_tail());
+                  "it holds:\n%s\ndaemon log:\n%s", access_log, LOG_POLL_SEC,
+                  access(access_log, F_OK) == 0 ? "yes" : "no", text, site_log_tail());
     ck_assert_msg(strstr(text, "before-rotation") == NULL,
-                  "the new %s repeats a line of the rotated one:\n%s", the_site.access_log, text);
+                  "the new %s repeats a line of the rotated one:\n%s", access_log, text);
     tu_read_file(rotated, text, sizeof(text));
     ck_assert_msg(strstr(text, "http://r/before-rotation") != NULL,
                   "the rotated log lost its lines:\n%s", text);
@@ -1875,40 +1670,20 @@ END_TEST
 static bool run_curl(const char *const *extra, char *code, size_t code_size, char *body,
                      size_t body_size, size_t *body_len)
 {
-    char url[64], out[PATH_MAX + 16], err[PATH_MAX + 16], body_path[PATH_MAX + 16];
-    char err_text[4096];
+    char url[64], body_path[PATH_MAX + 16];
     const char *argv[16] = { "curl", "-sS", "--max-time", "5", "-o", body_path,
                              "-w", "%{http_code}" };
-    int argc = 8, status, fd;
-    pid_t pid;
+    int argc = 8, fd;
     ssize_t n;
 
-    if (access(CURL_PATH, X_OK) != 0) {
-        fprintf(stderr, "check_http: %s not found: skipping the curl tests\n", CURL_PATH);
-        return false;
-    }
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u/", the_site.port);
-    snprintf(out, sizeof(out), "%s/curl-%d.out", the_site.dir, (int)getpid());
-    snprintf(err, sizeof(err), "%s/curl-%d.err", the_site.dir, (int)getpid());
-    snprintf(body_path, sizeof(body_path), "%s/curl-%d.body", the_site.dir, (int)getpid());
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/", the_site.d.port);
+    snprintf(body_path, sizeof(body_path), "%s/curl-%d.body", site_dir, (int)getpid());
     for (int i = 0; extra[i] != NULL && argc < 14; i++)
         argv[argc++] = extra[i];
     argv[argc++] = url;
     argv[argc] = NULL;
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        tu_exec_child(CURL_PATH, (char *const *)argv, out, err);
-    if (!tu_wait_pid(pid, &status, CURL_TIMEOUT_SEC)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        ck_abort_msg("curl ran over %.0f s", CURL_TIMEOUT_SEC);
-    }
-    tu_read_file(out, code, code_size);
-    tu_read_file(err, err_text, sizeof(err_text));
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "curl %s failed (status 0x%x): %s", extra[0] ? extra[0] : "", (unsigned)status,
-                  err_text);
+    if (!tu_run_curl(argv, site_dir, code, code_size, CURL_TIMEOUT_SEC, ""))
+        return false;
     fd = open(body_path, O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(fd, 0);
     n = read(fd, body, body_size);
@@ -1929,7 +1704,7 @@ static void assert_curl_gets_index(const char *const *extra, const char *what)
     ck_assert_msg(strcmp(code, "200") == 0, "%s: status %s", what, code);
     ck_assert_msg(len == index_len && memcmp(body, index_body, len) == 0,
                   "%s: got %zu bytes, want index.html's %zu: %s", what, len, index_len,
-                  show(body, len));
+                  tu_show(body, len));
 }
 
 START_TEST(test_curl_gets_index)
@@ -1959,26 +1734,22 @@ START_TEST(test_curl_range_gets_ten_bytes)
         return;
     ck_assert_msg(strcmp(code, "206") == 0, "curl -r 0-9: status %s", code);
     ck_assert_msg(len == 10 && memcmp(body, index_body, 10) == 0,
-                  "curl -r 0-9: got %zu bytes: %s", len, show(body, len));
+                  "curl -r 0-9: got %zu bytes: %s", len, tu_show(body, len));
 }
 END_TEST
 
 /* ---- suite ---- */
 
-static TCase *site_tcase(const char *name, void (*start)(void))
+static TCase *site_tcase(Suite *s, const char *name, void (*start)(void))
 {
-    TCase *tc = tcase_create(name);
-
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
-    tcase_add_unchecked_fixture(tc, start, site_stop);
-    tcase_add_checked_fixture(tc, test_setup, test_teardown);
-    return tc;
+    return du_add_site_tcase(s, name, TCASE_TIMEOUT_SEC, start, site_stop, test_setup,
+                             test_teardown);
 }
 
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
-    TCase *tc = site_tcase("static_files", site_start_with_status);
+    TCase *tc = site_tcase(s, "static_files", site_start_with_status);
 
     tcase_add_test(tc, test_get_file_has_body_type_and_validators);
     tcase_add_test(tc, test_get_root_serves_index);
@@ -2001,9 +1772,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_multi_range_gets_whole_file);
     tcase_add_test(tc, test_range_of_small_file_is_206);
     tcase_add_test(tc, test_traversal_never_leaves_root);
-    suite_add_tcase(s, tc);
 
-    tc = site_tcase("connections", site_start_with_status);
+    tc = site_tcase(s, "connections", site_start_with_status);
     tcase_add_test(tc, test_keep_alive_serves_two_requests_on_one_connection);
     tcase_add_test(tc, test_http10_without_keep_alive_closes);
     tcase_add_test(tc, test_http11_connection_close_closes_after_body);
@@ -2021,54 +1791,30 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_post_and_delete_are_405_with_allow);
     tcase_add_test(tc, test_slow_request_head_closed_after_header_timeout);
     tcase_add_test(tc, test_idle_keep_alive_closed_after_idle_timeout);
-    suite_add_tcase(s, tc);
 
-    tc = site_tcase("status_and_access_log", site_start_with_status);
+    tc = site_tcase(s, "status_and_access_log", site_start_with_status);
     tcase_add_test(tc, test_status_is_prometheus_text);
     tcase_add_test(tc, test_status_counts_requests_and_connections);
     tcase_add_test(tc, test_access_log_has_combined_line);
     tcase_add_test(tc, test_access_log_reopened_on_usr1);
-    suite_add_tcase(s, tc);
 
-    tc = site_tcase("status_disabled", site_start_without_status);
+    tc = site_tcase(s, "status_disabled", site_start_without_status);
     tcase_add_test(tc, test_status_path_empty_disables_status);
-    suite_add_tcase(s, tc);
 
-    tc = site_tcase("curl", site_start_with_status);
+    tc = site_tcase(s, "curl", site_start_with_status);
     tcase_add_test(tc, test_curl_gets_index);
     tcase_add_test(tc, test_curl_http10_gets_index);
     tcase_add_test(tc, test_curl_range_gets_ten_bytes);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    int failed, n_left;
+    int failed;
 
-    preforkd_path = tu_preforkd_path("check_http");
-    if (preforkd_path == NULL)
-        return 1;
-    if (mkdtemp(suite_dir) == NULL || chmod(suite_dir, 0755) != 0) {
-        perror("check_http: making the suite's temp dir");
-        return 1;
-    }
-    /* Workers orphaned by a dead master become ours, to reap. */
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
-        perror("check_http: PR_SET_CHILD_SUBREAPER");
-        return 1;
-    }
+    if (!du_suite_begin(&suite, "check_http", true))
+        return EXIT_FAILURE;
     make_contents();
     failed = tu_run_suite(http_suite());
-    failed += sanitizer_reports;
-    /* A test that failed half-way may leave a daemon whose config lives in
-     * suite_dir: kill those by pid. */
-    n_left = tu_kill_matching(suite_dir);
-    if (n_left > 0) {
-        fprintf(stderr, "check_http: killed %d preforkd process%s left running\n", n_left,
-                n_left == 1 ? "" : "es");
-        failed++;
-    }
-    tu_rmtree(suite_dir);
-    return failed == 0 ? 0 : 1;
+    return du_suite_end(&suite, failed);
 }

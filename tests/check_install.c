@@ -869,29 +869,23 @@ END_TEST
 static Suite *install_suite(void)
 {
     Suite *s = suite_create("install");
-    TCase *tc = tcase_create("package");
+    TCase *tc = tu_add_tcase(s, "package", TCASE_TIMEOUT_SEC);
 
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_install_puts_every_file_in_place_with_its_mode);
     tcase_add_test(tc, test_installed_headers_include_only_installed_headers);
     tcase_add_test(tc, test_installed_unit_runs_installed_daemon_on_installed_config);
     tcase_add_test(tc, test_installed_config_unit_and_logrotate_agree_on_paths);
     tcase_add_test(tc, test_program_builds_with_pkg_config_against_installed_library);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("real_paths");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "real_paths", TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_installed_daemon_defaults_to_installed_config_which_is_valid);
     tcase_add_test(tc, test_systemd_analyze_verifies_installed_units_without_a_warning);
     tcase_add_test(tc, test_second_install_keeps_edited_config);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("man_pages");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "man_pages", TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_man_pages_render_without_warnings);
     tcase_add_test(tc, test_conf_man_page_documents_every_key_with_its_default);
     tcase_add_test(tc, test_daemon_man_page_documents_every_option_and_signal);
-    suite_add_tcase(s, tc);
     return s;
 }
 

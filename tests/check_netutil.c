@@ -203,6 +203,19 @@ static void log_close_all(struct accept_log *log)
     memset(log->fds, 0xff, sizeof(log->fds));
 }
 
+/* Ends an accept test: removes h (unless NULL, removed already), closes the
+ * accepted fds, the n clients and the listener, frees the loop. */
+static void accept_test_end(struct ev_loop *loop, struct pf_accept_handler *h,
+                            struct accept_log *log, int *clients, int n, int lfd)
+{
+    if (h != NULL)
+        pf_remove_accept_handler(h);
+    log_close_all(log);
+    close_all(clients, n);
+    close(lfd);
+    ev_loop_destroy(loop);
+}
+
 static void quiet_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop; (void)w; (void)revents;
@@ -217,14 +230,6 @@ static void run_once_bounded(struct ev_loop *loop, double timeout_sec)
     ev_timer_start(loop, &guard);
     ev_run(loop, EVRUN_ONCE);
     ev_timer_stop(loop, &guard);
-}
-
-/* Runs the loop for about sec seconds, whatever happens. */
-static void run_for(struct ev_loop *loop, double sec)
-{
-    bool never = false;
-
-    tu_run_until(loop, &never, sec);
 }
 
 /* ---- pf_bind_sockets ---- */
@@ -607,12 +612,21 @@ START_TEST(test_bind_unix_creates_listening_socket_with_mode)
 }
 END_TEST
 
+/* A client can connect to the unix socket at path. */
+static void assert_unix_connects(const char *path)
+{
+    int c = tu_connect_unix(path);
+
+    ck_assert_msg(c >= 0, "connect %s: %s", path, strerror(-c));
+    close(c);
+}
+
 START_TEST(test_bind_unix_replaces_stale_socket_file)
 {
     char msg[PF_ERRMSG_SIZE] = "";
     struct tmpdir t;
     struct stat st;
-    int fd, c;
+    int fd;
 
     tmpdir_make(&t);
     fd = pf_bind_unix_socket(t.path, 0666, 0, msg);
@@ -623,9 +637,7 @@ START_TEST(test_bind_unix_replaces_stale_socket_file)
 
     fd = pf_bind_unix_socket(t.path, 0666, 0, msg);
     ck_assert_msg(fd >= 0, "rebinding over a stale socket: %d: %s", fd, msg);
-    c = tu_connect_unix(t.path);
-    ck_assert_msg(c >= 0, "connect %s: %s", t.path, strerror(-c));
-    close(c);
+    assert_unix_connects(t.path);
     close(fd);
     tmpdir_remove(&t);
 }
@@ -635,7 +647,7 @@ START_TEST(test_bind_unix_refuses_a_socket_someone_listens_on)
 {
     char msg[PF_ERRMSG_SIZE] = "";
     struct tmpdir t;
-    int fd, again, c;
+    int fd, again;
 
     tmpdir_make(&t);
     fd = pf_bind_unix_socket(t.path, 0666, 0, msg);
@@ -644,9 +656,7 @@ START_TEST(test_bind_unix_refuses_a_socket_someone_listens_on)
     ck_assert_int_eq(again, -EADDRINUSE);
     ck_assert_ptr_nonnull(strstr(msg, t.path));
     /* The first server still has its socket file and its clients. */
-    c = tu_connect_unix(t.path);
-    ck_assert_msg(c >= 0, "connect %s: %s", t.path, strerror(-c));
-    close(c);
+    assert_unix_connects(t.path);
     close(fd);
     tmpdir_remove(&t);
 }
@@ -821,11 +831,7 @@ START_TEST(test_accept_takes_at_most_batch_connections_per_wakeup)
     for (unsigned i = 0; i < log.nfds; i++)
         ck_assert(is_nonblock_cloexec(log.fds[i]));
 
-    pf_remove_accept_handler(&h);
-    log_close_all(&log);
-    close_all(clients, BATCH_CLIENTS);
-    close(lfd);
-    ev_loop_destroy(loop);
+    accept_test_end(loop, &h, &log, clients, BATCH_CLIENTS, lfd);
 }
 END_TEST
 
@@ -847,11 +853,7 @@ START_TEST(test_accept_batch_zero_drains_queue_in_one_wakeup)
     ck_assert_uint_eq(log.nfds, BATCH_CLIENTS);
     ck_assert_uint_eq(log.bad_flags, 0);
 
-    pf_remove_accept_handler(&h);
-    log_close_all(&log);
-    close_all(clients, BATCH_CLIENTS);
-    close(lfd);
-    ev_loop_destroy(loop);
+    accept_test_end(loop, &h, &log, clients, BATCH_CLIENTS, lfd);
 }
 END_TEST
 
@@ -892,7 +894,7 @@ START_TEST(test_accept_at_fd_limit_reports_emfile_pauses_without_spinning_and_re
 
     /* Nothing below may open an fd until the limit is back up. */
     cpu0 = tu_cpu_seconds();
-    run_for(loop, 1.0);
+    tu_run_for(loop, 1.0);
     cpu_used = tu_cpu_seconds() - cpu0;
     accepted_at_limit = log.nfds;
     errors_at_limit = log.nerrors;
@@ -918,11 +920,7 @@ START_TEST(test_accept_at_fd_limit_reports_emfile_pauses_without_spinning_and_re
                   "after lifting the limit: %u of %d connections accepted within 1 s",
                   log.nfds, EMFILE_CLIENTS);
 
-    pf_remove_accept_handler(&h);
-    log_close_all(&log);
-    close_all(clients, EMFILE_CLIENTS);
-    close(lfd);
-    ev_loop_destroy(loop);
+    accept_test_end(loop, &h, &log, clients, EMFILE_CLIENTS, lfd);
 }
 END_TEST
 
@@ -949,10 +947,10 @@ START_TEST(test_removed_handler_accepts_nothing_and_second_remove_is_harmless)
     c2 = tu_connect_tcp("127.0.0.1", port);
     ck_assert_int_ge(c2, 0);
     ck_assert(wait_accept_queue(lfd, 1));
-    run_for(loop, QUIET_RUN_SEC);
+    tu_run_for(loop, QUIET_RUN_SEC);
     ck_assert_msg(log.nfds == 1, "removed handler accepted %u more", log.nfds - 1);
     pf_remove_accept_handler(&h);
-    run_for(loop, 0.05);
+    tu_run_for(loop, 0.05);
 
     /* listen_fd stayed open and the connection waited in the queue. */
     ck_assert_int_ge(fcntl(lfd, F_GETFD), 0);
@@ -989,15 +987,12 @@ START_TEST(test_remove_from_callback_stops_the_current_batch)
     h.data = &log;
     log.remove_in_cb = true;
 
-    run_for(loop, QUIET_RUN_SEC);
+    tu_run_for(loop, QUIET_RUN_SEC);
     ck_assert_msg(log.nfds == 1, "accepted %u after removing in the callback, want 1", log.nfds);
     ck_assert_int_eq(accept_queue_len(lfd), 2);
     pf_remove_accept_handler(&h);
 
-    log_close_all(&log);
-    close_all(clients, 3);
-    close(lfd);
-    ev_loop_destroy(loop);
+    accept_test_end(loop, NULL, &log, clients, 3, lfd);
 }
 END_TEST
 
@@ -1021,7 +1016,7 @@ START_TEST(test_paused_handler_leaves_connections_queued_until_resumed)
     c = tu_connect_tcp("127.0.0.1", port);
     ck_assert_int_ge(c, 0);
     ck_assert(wait_accept_queue(lfd, 1));
-    run_for(loop, QUIET_RUN_SEC);
+    tu_run_for(loop, QUIET_RUN_SEC);
     ck_assert_msg(log.nfds == 0, "paused handler accepted %u", log.nfds);
     ck_assert_int_eq(accept_queue_len(lfd), 1);
 
@@ -1035,11 +1030,7 @@ START_TEST(test_paused_handler_leaves_connections_queued_until_resumed)
     ck_assert_uint_eq(log.nfds, 1);
     ck_assert_uint_eq(log.bad_flags, 0);
 
-    pf_remove_accept_handler(&h);
-    log_close_all(&log);
-    close(c);
-    close(lfd);
-    ev_loop_destroy(loop);
+    accept_test_end(loop, &h, &log, &c, 1, lfd);
 }
 END_TEST
 
@@ -1048,8 +1039,7 @@ static Suite *netutil_suite(void)
     Suite *s = suite_create("netutil");
     TCase *tc;
 
-    tc = tcase_create("bind_sockets");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "bind_sockets", TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_bind_any_address_gives_ipv4_and_ipv6_on_one_kernel_port);
     tcase_add_test(tc, test_bind_hostname_binds_each_address_getaddrinfo_returns_on_one_port);
     tcase_add_test(tc, test_bind_family_option_restricts_sockets_to_that_family);
@@ -1060,34 +1050,27 @@ static Suite *netutil_suite(void)
     tcase_add_test(tc, test_bind_unresolvable_host_fails_naming_host_and_reason_without_leak);
     tcase_add_test(tc, test_bind_failure_on_one_address_closes_sockets_already_bound);
     tcase_add_test(tc, test_bind_more_addresses_than_max_fds_fails_without_leak_or_overflow);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("bind_unix_socket");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "bind_unix_socket", TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_bind_unix_creates_listening_socket_with_mode);
     tcase_add_test(tc, test_bind_unix_replaces_stale_socket_file);
     tcase_add_test(tc, test_bind_unix_refuses_a_socket_someone_listens_on);
     tcase_add_test(tc, test_bind_unix_refuses_regular_file_with_eexist_and_keeps_it);
     tcase_add_test(tc, test_bind_unix_refuses_directory_with_eexist);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("format_sockaddr");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "format_sockaddr", TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_format_ipv4_as_addr_colon_port);
     tcase_add_test(tc, test_format_ipv6_in_brackets);
     tcase_add_test(tc, test_format_unix_as_unix_colon_path);
     tcase_add_test(tc, test_format_bound_socket_address);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("accept_handler");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "accept_handler", TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_accept_takes_at_most_batch_connections_per_wakeup);
     tcase_add_test(tc, test_accept_batch_zero_drains_queue_in_one_wakeup);
     tcase_add_test(tc, test_accept_at_fd_limit_reports_emfile_pauses_without_spinning_and_retries);
     tcase_add_test(tc, test_removed_handler_accepts_nothing_and_second_remove_is_harmless);
     tcase_add_test(tc, test_remove_from_callback_stops_the_current_batch);
     tcase_add_test(tc, test_paused_handler_leaves_connections_queued_until_resumed);
-    suite_add_tcase(s, tc);
     return s;
 }
 

@@ -132,20 +132,15 @@ static void default_signals(void)
 
 static void sup_start(struct sup *s, int n, int max_restarts, child_fn fn)
 {
-    pid_t test = getpid();
     int p[2];
 
     ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-    s->pid = fork();
-    ck_assert_int_ge(s->pid, 0);
+    /* Dies with the test, whatever way the test ends. */
+    s->pid = tu_fork_tied(SIGKILL);
     if (s->pid == 0) {
         struct rec r = { .kind = REC_RESULT, .id = -1 };
         int rc;
 
-        /* Dies with the test, whatever way the test ends. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != test)
-            _exit(99);
         close(p[0]);
         default_signals();
         rc = pf_fork_processes(n, max_restarts);
@@ -334,18 +329,21 @@ static int child_1_exit3_once(int id, int fd)
     return 0;
 }
 
-/* Child 1 always fails, but only once 0 and 2 reported (else the supervisor
- * could give up before they ran); the others wait to be killed. */
-static int child_1_always_fails(int id, int fd)
+/* Child 1 failing with status 1 once child 0 (and child 2 if also_2) has
+ * started; up to 5 s, so that a supervisor cannot give up before they ran. */
+static int fail_once_started(int id, int fd, bool also_2)
 {
-    if (id == 1) {
-        double deadline = tu_now() + 5.0;
+    double deadline = tu_now() + 5.0;
 
-        while ((!marked("started", 0) || !marked("started", 2)) && tu_now() < deadline)
-            usleep(5000);
-        child_send(fd, REC_DYING, id, 1);
-        return 1;
-    }
+    while ((!marked("started", 0) || (also_2 && !marked("started", 2))) && tu_now() < deadline)
+        usleep(5000);
+    child_send(fd, REC_DYING, id, 1);
+    return 1;
+}
+
+/* Reports, marks itself started, and waits to be killed. */
+static int start_and_wait(int id, int fd)
+{
     child_send(fd, REC_CHILD, id, 0);
     first_time("started", id);
     for (;;)
@@ -353,23 +351,22 @@ static int child_1_always_fails(int id, int fd)
     return 97;          /* not reached */
 }
 
+/* Child 1 always fails, but only once 0 and 2 reported (else the supervisor
+ * could give up before they ran); the others wait to be killed. */
+static int child_1_always_fails(int id, int fd)
+{
+    if (id == 1)
+        return fail_once_started(id, fd, true);
+    return start_and_wait(id, fd);
+}
+
 /* Child 0 ignores SIGTERM and waits; child 1 fails once 0 is ready. */
 static int child_0_ignores_term_1_fails(int id, int fd)
 {
-    if (id == 1) {
-        double deadline = tu_now() + 5.0;
-
-        while (!marked("started", 0) && tu_now() < deadline)
-            usleep(5000);
-        child_send(fd, REC_DYING, id, 1);
-        return 1;
-    }
+    if (id == 1)
+        return fail_once_started(id, fd, false);
     signal(SIGTERM, SIG_IGN);
-    child_send(fd, REC_CHILD, id, 0);
-    first_time("started", id);
-    for (;;)
-        pause();
-    return 97;          /* not reached */
+    return start_and_wait(id, fd);
 }
 
 static int child_report_and_wait(int id, int fd)
@@ -458,13 +455,15 @@ START_TEST(test_fork_zero_forks_cpu_count_children)
 }
 END_TEST
 
-START_TEST(test_child_killed_by_signal_is_restarted_with_same_id)
+/* Three children, of which #1 fails once as fn makes it: #1 is started
+ * again with the same id and a new pid, and the run ends with all exited. */
+static void assert_child_1_restarted_once(child_fn fn)
 {
     struct sup s;
     static struct run run;
     const struct rec *dying, *again;
 
-    sup_start(&s, 3, -1, child_1_sigkill_once);
+    sup_start(&s, 3, -1, fn);
     run_collect(&s, &run, 0, COLLECT_TIMEOUT_SEC);
     sup_reap(&s, 2.0);
     run_cleanup(&run);
@@ -479,28 +478,16 @@ START_TEST(test_child_killed_by_signal_is_restarted_with_same_id)
     ck_assert(run.have_result);
     ck_assert_int_eq(run.result, PF_FORK_ALL_EXITED);
 }
+
+START_TEST(test_child_killed_by_signal_is_restarted_with_same_id)
+{
+    assert_child_1_restarted_once(child_1_sigkill_once);
+}
 END_TEST
 
 START_TEST(test_child_exiting_non_zero_is_restarted_with_same_id)
 {
-    struct sup s;
-    static struct run run;
-    const struct rec *dying, *again;
-
-    sup_start(&s, 3, -1, child_1_exit3_once);
-    run_collect(&s, &run, 0, COLLECT_TIMEOUT_SEC);
-    sup_reap(&s, 2.0);
-    run_cleanup(&run);
-
-    ck_assert(run.eof);
-    ck_assert_int_eq(run_count(&run, REC_DYING, -1), 1);
-    dying = run_find(&run, REC_DYING, 1);
-    ck_assert_ptr_nonnull(dying);
-    assert_each_id_once(&run, 3);
-    again = run_find(&run, REC_CHILD, 1);
-    ck_assert_int_ne(again->pid, dying->pid);
-    ck_assert(run.have_result);
-    ck_assert_int_eq(run.result, PF_FORK_ALL_EXITED);
+    assert_child_1_restarted_once(child_1_exit3_once);
 }
 END_TEST
 
@@ -640,16 +627,13 @@ END_TEST
 static Suite *process_suite(void)
 {
     Suite *s = suite_create("process");
-    TCase *tc = tcase_create("cpu_count_task_id");
+    TCase *tc = tu_add_tcase(s, "cpu_count_task_id", TCASE_TIMEOUT_SEC);
 
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_cpu_count_equals_affinity_cpu_count);
     tcase_add_test(tc, test_cpu_count_follows_restricted_affinity);
     tcase_add_test(tc, test_task_id_is_minus_one_before_fork);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("fork_processes");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "fork_processes", TCASE_TIMEOUT_SEC);
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, test_fork_three_gives_distinct_ids_and_returns_all_exited);
     tcase_add_test(tc, test_fork_zero_forks_cpu_count_children);
@@ -659,7 +643,6 @@ static Suite *process_suite(void)
     tcase_add_test(tc, test_gives_up_even_when_a_child_ignores_sigterm);
     tcase_add_test(tc, test_children_get_different_random_numbers);
     tcase_add_test(tc, test_children_exit_with_sigterm_when_supervisor_is_killed);
-    suite_add_tcase(s, tc);
     return s;
 }
 

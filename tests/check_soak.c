@@ -15,10 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemonutil.h"
 #include "testutil.h"
 
 /* The soak (10 s), the settling after it (up to graceful_timeout + 7 s)
@@ -32,8 +32,8 @@
  * reports those. */
 #define SANITIZE_RSS_MARGIN_KB "131072"
 
-static char dir[] = "/tmp/check_soak-XXXXXX";
-static const char *preforkd;
+/* Set up by main(): the daemon under test and the suite's temp dir. */
+static struct du_suite suite;
 static char soak_path[PATH_MAX + 16];
 
 static const char *tail_of(const char *text, size_t max)
@@ -53,19 +53,15 @@ START_TEST(test_10s_of_chaos_costs_no_unexpected_failure_and_quit_exits_0)
     const char *seconds = getenv("SOAK_CHECK_SECONDS"), *result;
     char out[PATH_MAX];
     char *argv[] = { soak_path, NULL };
-    pid_t test = getpid(), pid;
+    pid_t pid;
     int status = 0;
 
-    snprintf(out, sizeof(out), "%s/report", dir);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
+    snprintf(out, sizeof(out), "%s/report", suite.dir);
+    /* It stops its daemons on TERM: a test killed for its timeout leaves none. */
+    pid = tu_fork_tied(SIGTERM);
     if (pid == 0) {
-        /* It stops its daemons on TERM: a test killed for its timeout leaves none. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != test)
-            _exit(126);
         setenv("SOAK_SECONDS", seconds != NULL && *seconds ? seconds : "10", 1);
-        setenv("PREFORKD", preforkd, 1);
+        setenv("PREFORKD", suite.preforkd, 1);
         if (getenv("MAKE_SANITIZE") != NULL && strcmp(getenv("MAKE_SANITIZE"), "1") == 0)
             setenv("SOAK_RSS_MARGIN_KB", SANITIZE_RSS_MARGIN_KB, 1);
         tu_exec_child(soak_path, argv, out, out);
@@ -98,11 +94,9 @@ END_TEST
 static Suite *soak_suite(void)
 {
     Suite *s = suite_create("soak");
-    TCase *tc = tcase_create("chaos");
+    TCase *tc = tu_add_tcase(s, "chaos", TCASE_TIMEOUT_SEC);
 
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_10s_of_chaos_costs_no_unexpected_failure_and_quit_exits_0);
-    suite_add_tcase(s, tc);
     return s;
 }
 
@@ -110,30 +104,24 @@ int main(int argc, char **argv)
 {
     char self[PATH_MAX];
     ssize_t len;
-    int failed;
 
     (void)argc;
-    preforkd = getenv("PREFORKD");
-    if (preforkd == NULL || *preforkd == '\0')
-        preforkd = "build/preforkd";
+    if (!du_suite_begin(&suite, "check_soak", false))
+        return EXIT_FAILURE;
     /* The driver sits next to us: build/tests/soak/soak (build/sanitize/... too). */
     len = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (len <= 0) {
         fprintf(stderr, "%s: /proc/self/exe: %s\n", argv[0], strerror(errno));
-        return 1;
+        tu_rmtree(suite.dir);
+        return EXIT_FAILURE;
     }
     self[len] = '\0';
     snprintf(soak_path, sizeof(soak_path), "%s/soak/soak", dirname(self));
-    if (access(preforkd, X_OK) != 0 || access(soak_path, X_OK) != 0) {
+    if (access(soak_path, X_OK) != 0) {
         fprintf(stderr, "check_soak: %s: %s (build it: make tests; run from the repo root)\n",
-                access(preforkd, X_OK) != 0 ? preforkd : soak_path, strerror(errno));
-        return 1;
+                soak_path, strerror(errno));
+        tu_rmtree(suite.dir);
+        return EXIT_FAILURE;
     }
-    if (mkdtemp(dir) == NULL) {
-        perror("check_soak: mkdtemp");
-        return 1;
-    }
-    failed = tu_run_suite(soak_suite());
-    tu_rmtree(dir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return du_suite_end(&suite, tu_run_suite(soak_suite()));
 }

@@ -14,13 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemonutil.h"
 #include "testutil.h"
 
 #define SOCKET_ACTIVATE "/usr/bin/systemd-socket-activate"
 #define MSG_TIMEOUT_SEC 5.0
 
-static const char *preforkd;
-static char dir[] = "/tmp/check_systemd-XXXXXX";
+/* Set up by main(): the daemon under test and the suite's temp dir. */
+static struct du_suite suite;
 
 struct run {
     pid_t pid;
@@ -33,8 +34,8 @@ static void write_conf(struct run *r, const char *extra)
 {
     FILE *f;
 
-    snprintf(r->conf, sizeof(r->conf), "%s/p.conf", dir);
-    snprintf(r->log, sizeof(r->log), "%s/p.log", dir);
+    snprintf(r->conf, sizeof(r->conf), "%s/p.conf", suite.dir);
+    snprintf(r->log, sizeof(r->log), "%s/p.log", suite.dir);
     f = fopen(r->conf, "w");
     ck_assert_ptr_nonnull(f);
     fprintf(f, "[daemon]\nworkers = 2\n%s[server]\nlisten = 127.0.0.1:%u\nhandler = echo\n",
@@ -62,14 +63,14 @@ static void start(struct run *r, bool activate, const char *const *env)
     ck_assert_int_ge(r->pid, 0);
     if (r->pid == 0) {
         char listen[64];
-        char *plain[] = { (char *)preforkd, "-f", "-c", r->conf, NULL };
-        char *sa[] = { SOCKET_ACTIVATE, "-l", listen, (char *)preforkd, "-f", "-c", r->conf, NULL };
+        char *plain[] = { (char *)suite.preforkd, "-f", "-c", r->conf, NULL };
+        char *sa[] = { SOCKET_ACTIVATE, "-l", listen, (char *)suite.preforkd, "-f", "-c", r->conf, NULL };
 
         snprintf(listen, sizeof(listen), "127.0.0.1:%u", r->port);
         for (; env != NULL && *env != NULL; env++)
             putenv((char *)*env);
         setpgid(0, 0);
-        tu_exec_child(activate ? SOCKET_ACTIVATE : preforkd, activate ? sa : plain, r->log, r->log);
+        tu_exec_child(activate ? SOCKET_ACTIVATE : suite.preforkd, activate ? sa : plain, r->log, r->log);
     }
 }
 
@@ -137,7 +138,7 @@ START_TEST(test_notify_ready_reloading_ready_stopping_in_order)
     unsigned long long mono;
     uint64_t before, after;
 
-    snprintf(path, sizeof(path), "%s/notify", dir);
+    snprintf(path, sizeof(path), "%s/notify", suite.dir);
     snprintf(env, sizeof(env), "NOTIFY_SOCKET=%s", path);
     r.notify = notify_socket(path);
     write_conf(&r, "");
@@ -203,7 +204,7 @@ START_TEST(test_watchdog_pings_at_half_the_interval_only_for_us)
     const char *other[] = { env, "WATCHDOG_USEC=300000", "WATCHDOG_PID=1", NULL };
     int n;
 
-    snprintf(path, sizeof(path), "%s/notify", dir);
+    snprintf(path, sizeof(path), "%s/notify", suite.dir);
     snprintf(env, sizeof(env), "NOTIFY_SOCKET=%s", path);
     r.notify = notify_socket(path);
     write_conf(&r, "");
@@ -277,31 +278,16 @@ END_TEST
 static Suite *systemd_suite(void)
 {
     Suite *s = suite_create("systemd");
-    TCase *tc = tcase_create("notify");
+    TCase *tc = tu_add_tcase(s, "notify", 30);
 
-    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_notify_ready_reloading_ready_stopping_in_order);
     tcase_add_test(tc, test_watchdog_pings_at_half_the_interval_only_for_us);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("activation");
-    tcase_set_timeout(tc, 30);
+    tc = tu_add_tcase(s, "activation", 30);
     tcase_add_test(tc, test_socket_activation_serves_and_survives_hup);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    int failed;
-
-    preforkd = getenv("PREFORKD");
-    if (preforkd == NULL || *preforkd == '\0')
-        preforkd = "build/preforkd";
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
-    failed = tu_run_suite(systemd_suite());
-    tu_rmtree(dir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return du_main(&suite, "check_systemd", systemd_suite);
 }

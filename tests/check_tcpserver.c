@@ -236,28 +236,27 @@ START_TEST(test_max_connections_pauses_accept_until_a_stream_closes)
     struct pf_tcp_server_stats st;
     struct counting c = { 0 };
     char err[PF_ERRMSG_SIZE];
-    bool never = false;
     int cl[3];
 
     pf_tcp_server_set_data(srv, &c);
     ck_assert_int_eq(pf_tcp_server_listen(srv, 0, "127.0.0.1", err), 0);
     for (int i = 0; i < 3; i++)
         ck_assert_int_ge(cl[i] = tu_connect_tcp("127.0.0.1", first_port(srv)), 0);
-    tu_run_until(loop, &never, 0.3);
+    tu_run_for(loop, 0.3);
     ck_assert_int_eq(c.n, 2);
     pf_tcp_server_stats(srv, &st);
     ck_assert_uint_eq(st.active, 2);
     ck_assert_uint_eq(st.accepted, 2);
 
     pf_iostream_close(c.streams[0]);
-    tu_run_until(loop, &never, 0.3);
+    tu_run_for(loop, 0.3);
     ck_assert_int_eq(c.n, 3);   /* the third came off the kernel's queue */
     pf_tcp_server_stats(srv, &st);
     ck_assert_uint_eq(st.active, 2);
     ck_assert_uint_eq(st.accepted, 3);
     for (int i = 0; i < 3; i++)
         close(cl[i]);
-    tu_run_until(loop, &never, 0.3);    /* EOF closes the other two */
+    tu_run_for(loop, 0.3);    /* EOF closes the other two */
     pf_tcp_server_stats(srv, &st);
     ck_assert_uint_eq(st.active, 0);
     pf_tcp_server_free(srv);
@@ -269,20 +268,19 @@ START_TEST(test_free_with_open_streams_leaks_nothing)
     struct ev_loop *loop = ev_default_loop(0);
     struct pf_tcp_server *srv = pf_tcp_server_new(loop, echo_stream_cb, NULL);
     char err[PF_ERRMSG_SIZE], buf[4];
-    bool never = false;
     int cl;
 
     ck_assert_int_eq(pf_tcp_server_listen(srv, 0, "127.0.0.1", err), 0);
     cl = tu_connect_tcp("127.0.0.1", first_port(srv));
-    tu_run_until(loop, &never, 0.2);
+    tu_run_for(loop, 0.2);
     pf_tcp_server_free(srv);
     /* The open stream still echoes, and its close frees the server (ASan
      * reports a leak or a use after free otherwise). */
     ck_assert(tu_write_all(cl, "abc", 3));
-    tu_run_until(loop, &never, 0.2);
+    tu_run_for(loop, 0.2);
     ck_assert_uint_eq(tu_read_full(cl, buf, 3, 1000), 3);
     close(cl);
-    tu_run_until(loop, &never, 0.2);
+    tu_run_for(loop, 0.2);
 }
 END_TEST
 
@@ -292,17 +290,16 @@ START_TEST(test_close_streams_closes_every_open_connection)
     struct pf_tcp_server *srv = pf_tcp_server_new(loop, echo_stream_cb, NULL);
     struct pf_tcp_server_stats st;
     char err[PF_ERRMSG_SIZE], buf[4];
-    bool never = false;
     int cl[3];
 
     ck_assert_int_eq(pf_tcp_server_listen(srv, 0, "127.0.0.1", err), 0);
     for (int i = 0; i < 3; i++)
         ck_assert_int_ge(cl[i] = tu_connect_tcp("127.0.0.1", first_port(srv)), 0);
-    tu_run_until(loop, &never, 0.2);
+    tu_run_for(loop, 0.2);
     pf_tcp_server_stats(srv, &st);
     ck_assert_uint_eq(st.active, 3);
     pf_tcp_server_close_streams(srv);
-    tu_run_until(loop, &never, 0.2);
+    tu_run_for(loop, 0.2);
     pf_tcp_server_stats(srv, &st);
     ck_assert_uint_eq(st.active, 0);
     for (int i = 0; i < 3; i++) {
@@ -393,9 +390,8 @@ END_TEST
 static Suite *tcpserver_suite(void)
 {
     Suite *s = suite_create("tcpserver");
-    TCase *tc = tcase_create("core");
+    TCase *tc = tu_add_tcase(s, "core", 20);
 
-    tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_echo_round_trip_over_ipv4);
     tcase_add_test(tc, test_echo_round_trip_over_ipv6);
     tcase_add_test(tc, test_echo_round_trip_over_unix_socket);
@@ -406,7 +402,6 @@ static Suite *tcpserver_suite(void)
     tcase_add_test(tc, test_free_with_open_streams_leaks_nothing);
     tcase_add_test(tc, test_close_streams_closes_every_open_connection);
     tcase_add_test(tc, test_start_two_forks_two_servers_with_task_ids);
-    suite_add_tcase(s, tc);
     return s;
 }
 

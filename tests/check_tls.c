@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include "prefork.h"
 #include "tls.h"
+#include "streamchecks.h"
+#include "streamutil.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -23,7 +25,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +40,6 @@
 #define WAIT_SEC 5.0
 /* Time the loop gets to do something that should NOT happen. */
 #define SETTLE_SEC 0.1
-#define MAX_READS 16
-#define HTTP_DELIM "\r\n\r\n"
 /* Far more than a socketpair buffers, and many TLS records. */
 #define LARGE_WRITE_BYTES (4u * 1024 * 1024)
 /* The bridge relays at most one TLS record's worth per read. */
@@ -75,19 +74,6 @@ static struct {
     char missing_cert[PATH_MAX];    /* never created */
     char missing_key[PATH_MAX];
 } fx;
-
-/* Byte i of every patterned stream: a position hash, so a lost, repeated or
- * reordered chunk of any size shows up as a mismatch. */
-static unsigned char pattern_byte(size_t i)
-{
-    return (unsigned char)(((uint32_t)i * 2654435761u) >> 24);
-}
-
-static void fill_pattern(unsigned char *buf, size_t from, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        buf[i] = pattern_byte(from + i);
-}
 
 static size_t first_difference(const unsigned char *a, const unsigned char *b, size_t len)
 {
@@ -389,317 +375,107 @@ static SSL_CTX *server_ctx_new(bool alpn)
 
 /* ---- stream tests: per-test state and helpers ---------------------------- */
 
-/* Per-test state; callbacks reach it with pf_iostream_data(). */
-struct ctx {
-    struct ev_loop *loop;
+/* What a TLS stream test has beyond the harness's su_stream (its data). */
+struct tls_side {
     SSL_CTX *server_ctx;
-    struct pf_iostream *s;      /* NULL once the close callback has run */
-    int fd;                     /* the stream's end */
-    int peer;                   /* the test's plaintext end; -1 once closed */
     pid_t bridge;
     bool no_bridge_status;      /* killed, or its handshake failed on purpose */
     bool close_notify_optional; /* the test is not about close_notify */
 
-    /* Set around every pf_iostream_* call the test makes: a callback that
-     * runs while it is set ran inside the call. */
-    bool in_call;
-    int reentered;
-
-    int nreads;
-    char *rbuf[MAX_READS];
-    size_t rlen[MAX_READS];
-    int rstatus[MAX_READS];
-    int nwrites;
-    char log[128];              /* 'R' read, 'W' write, 'H' handshake, 'C' close */
-    size_t nlog;
-
-    int nclose;
-    int close_reason;
-    bool closed;
-    bool fd_closed_in_close_cb;
-
-    int nhs;
+    int nhs;                    /* handshake callbacks ('H' in the log) */
     char hs_protocol[32];
     char hs_cipher[64];
     char hs_alpn[32];
     bool hs_alpn_null;
 
-    bool closed_after_close;
-    int rc_after_close[3];
     const unsigned char *response;  /* what answer_at_eof_cb writes */
     size_t response_len;
 };
 
-static const char *esc(const char *p, size_t n, char *out, size_t outsz)
+static struct tls_side *tls_of(struct su_stream *c)
 {
-    size_t o = 0;
-
-    for (size_t i = 0; i < n && o + 5 < outsz; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (ch == '\r') { out[o++] = '\\'; out[o++] = 'r'; }
-        else if (ch == '\n') { out[o++] = '\\'; out[o++] = 'n'; }
-        else if (ch >= 0x20 && ch < 0x7f) out[o++] = (char)ch;
-        else o += (size_t)snprintf(out + o, outsz - o, "\\x%02x", ch);
-    }
-    out[o] = '\0';
-    return out;
-}
-
-static struct ctx *ctx_of(struct pf_iostream *s)
-{
-    return pf_iostream_data(s);
-}
-
-static void note_cb(struct ctx *c, char what)
-{
-    if (c->in_call)
-        c->reentered++;
-    if (c->nlog < sizeof(c->log) - 1)
-        c->log[c->nlog++] = what;
-}
-
-static void record_read(struct ctx *c, const char *buf, size_t len, int status)
-{
-    note_cb(c, 'R');
-    if (c->nreads < MAX_READS) {
-        c->rstatus[c->nreads] = status;
-        c->rbuf[c->nreads] = malloc(len + 1);
-        ck_assert_ptr_nonnull(c->rbuf[c->nreads]);
-        memcpy(c->rbuf[c->nreads], buf, len);
-        c->rbuf[c->nreads][len] = '\0';
-        c->rlen[c->nreads] = len;
-    }
-    c->nreads++;
-}
-
-static void read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
-{
-    record_read(ctx_of(s), buf, len, status);
-}
-
-static void write_cb(struct pf_iostream *s)
-{
-    struct ctx *c = ctx_of(s);
-
-    note_cb(c, 'W');
-    c->nwrites++;
-}
-
-static void close_cb(struct pf_iostream *s, int reason)
-{
-    struct ctx *c = ctx_of(s);
-
-    note_cb(c, 'C');
-    c->nclose++;
-    c->close_reason = reason;
-    errno = 0;
-    c->fd_closed_in_close_cb = fcntl(c->fd, F_GETFD) == -1 && errno == EBADF;
-    c->closed = true;
-    c->s = NULL;    /* freed once we return */
+    return c->data;
 }
 
 static void handshake_cb(struct pf_iostream *s, const struct pf_tls_info *info)
 {
-    struct ctx *c = ctx_of(s);
+    struct su_stream *c = su_of(s);
+    struct tls_side *t = tls_of(c);
 
-    note_cb(c, 'H');
-    c->nhs++;
-    snprintf(c->hs_protocol, sizeof(c->hs_protocol), "%s",
+    su_note_cb(c, 'H');
+    t->nhs++;
+    snprintf(t->hs_protocol, sizeof(t->hs_protocol), "%s",
              info->protocol ? info->protocol : "(null)");
-    snprintf(c->hs_cipher, sizeof(c->hs_cipher), "%s", info->cipher ? info->cipher : "");
-    c->hs_alpn_null = info->alpn == NULL;
-    snprintf(c->hs_alpn, sizeof(c->hs_alpn), "%.*s",
+    snprintf(t->hs_cipher, sizeof(t->hs_cipher), "%s", info->cipher ? info->cipher : "");
+    t->hs_alpn_null = info->alpn == NULL;
+    snprintf(t->hs_alpn, sizeof(t->hs_alpn), "%.*s",
              info->alpn ? (int)info->alpn_len : 0, info->alpn ? info->alpn : "");
 }
 
-/* The wrappers mark the span of each call so callbacks can tell whether
- * they ran inside it. */
-static int t_read_until(struct ctx *c, const char *delim, size_t max_bytes, pf_read_cb cb)
+/* su_wait_for_handshake with handshake_cb, which records into the tls_side. */
+static int t_wait_for_handshake(struct su_stream *c)
 {
-    bool was = c->in_call;
-    int rc;
-
-    ck_assert_ptr_nonnull(c->s);
-    c->in_call = true;
-    rc = pf_iostream_read_until(c->s, delim, strlen(delim), max_bytes, cb);
-    c->in_call = was;
-    return rc;
-}
-
-static int t_read_bytes(struct ctx *c, size_t n, bool partial, pf_read_cb cb)
-{
-    bool was = c->in_call;
-    int rc;
-
-    ck_assert_ptr_nonnull(c->s);
-    c->in_call = true;
-    rc = pf_iostream_read_bytes(c->s, n, partial, cb);
-    c->in_call = was;
-    return rc;
-}
-
-static int t_read_until_close(struct ctx *c, pf_read_cb cb)
-{
-    bool was = c->in_call;
-    int rc;
-
-    ck_assert_ptr_nonnull(c->s);
-    c->in_call = true;
-    rc = pf_iostream_read_until_close(c->s, cb);
-    c->in_call = was;
-    return rc;
-}
-
-static int t_write(struct ctx *c, const void *buf, size_t len, pf_write_cb cb)
-{
-    bool was = c->in_call;
-    int rc;
-
-    ck_assert_ptr_nonnull(c->s);
-    c->in_call = true;
-    rc = pf_iostream_write(c->s, buf, len, cb);
-    c->in_call = was;
-    return rc;
-}
-
-static int t_wait_for_handshake(struct ctx *c)
-{
-    bool was = c->in_call;
-    int rc;
-
-    ck_assert_ptr_nonnull(c->s);
-    c->in_call = true;
-    rc = pf_iostream_wait_for_handshake(c->s, handshake_cb);
-    c->in_call = was;
-    return rc;
-}
-
-static void t_close(struct ctx *c)
-{
-    bool was = c->in_call;
-
-    ck_assert_ptr_nonnull(c->s);
-    c->in_call = true;
-    pf_iostream_close(c->s);
-    c->in_call = was;
+    return su_wait_for_handshake(c, handshake_cb);
 }
 
 /* A server-side TLS stream behind a bridge whose client offers alpn. */
-static void ctx_open(struct ctx *c, const struct pf_iostream_options *opt, const char *alpn,
-                     bool server_alpn, enum bridge_end end)
+static void ctx_open(struct su_stream *c, struct tls_side *t, const struct pf_iostream_options *opt,
+                     const char *alpn, bool server_alpn, enum bridge_end end)
 {
-    memset(c, 0, sizeof(*c));
-    c->loop = ev_loop_new(0);
-    ck_assert_ptr_nonnull(c->loop);
-    c->server_ctx = server_ctx_new(server_alpn);
-    c->bridge = bridge_start(&c->fd, &c->peer, alpn, end);
-    c->s = pf_iostream_new_tls(c->loop, c->fd, opt, c->server_ctx, true);
-    ck_assert_ptr_nonnull(c->s);
-    pf_iostream_set_data(c->s, c);
-    pf_iostream_set_close_cb(c->s, close_cb);
+    struct ev_loop *loop = ev_loop_new(0);
+    int fd, peer;
+
+    ck_assert_ptr_nonnull(loop);
+    memset(t, 0, sizeof(*t));
+    t->server_ctx = server_ctx_new(server_alpn);
+    t->bridge = bridge_start(&fd, &peer, alpn, end);
+    su_attach(c, loop, fd, peer, pf_iostream_new_tls(loop, fd, opt, t->server_ctx, true));
+    c->data = t;
 }
 
-static void ctx_init_alpn(struct ctx *c, const char *alpn, bool server_alpn)
+static void ctx_init_alpn(struct su_stream *c, struct tls_side *t, const char *alpn,
+                          bool server_alpn)
 {
-    ctx_open(c, NULL, alpn, server_alpn, BRIDGE_LINGER);
+    ctx_open(c, t, NULL, alpn, server_alpn, BRIDGE_LINGER);
 }
 
-static void ctx_init(struct ctx *c, const struct pf_iostream_options *opt)
+static void ctx_init(struct su_stream *c, struct tls_side *t, const struct pf_iostream_options *opt)
 {
-    ctx_open(c, opt, NULL, false, BRIDGE_LINGER);
-}
-
-static void run_for(struct ctx *c, double sec)
-{
-    bool never = false;
-
-    tu_run_until(c->loop, &never, sec);
-}
-
-static bool run_until_count(struct ctx *c, const int *count, int target, double timeout_sec)
-{
-    double deadline = tu_now() + timeout_sec;
-
-    while (*count < target && tu_now() < deadline)
-        run_for(c, 0.01);
-    return *count >= target;
-}
-
-static bool run_until_closed(struct ctx *c, double timeout_sec)
-{
-    return tu_run_until(c->loop, &c->closed, timeout_sec);
+    ctx_open(c, t, opt, NULL, false, BRIDGE_LINGER);
 }
 
 /* Closes the stream if the test left it open, ends the bridge and checks it
  * had nothing to complain about: its handshake verified "localhost", and the
  * stream ended with close_notify. */
-static void ctx_done(struct ctx *c)
+static void ctx_done(struct su_stream *c)
 {
+    struct tls_side *t = tls_of(c);
     int rc;
 
-    if (c->s != NULL) {
-        pf_iostream_close(c->s);
-        ck_assert_msg(run_until_closed(c, WAIT_SEC), "close callback never ran");
-    }
-    if (c->peer >= 0)
-        close(c->peer);
-    c->peer = -1;
-    rc = c->bridge > 0 ? helper_wait(c->bridge, WAIT_SEC) : HELPER_OK;
-    if (c->close_notify_optional && rc == HELPER_NO_CLOSE_NOTIFY)
+    su_detach(c, WAIT_SEC);
+    rc = t->bridge > 0 ? helper_wait(t->bridge, WAIT_SEC) : HELPER_OK;
+    if (t->close_notify_optional && rc == HELPER_NO_CLOSE_NOTIFY)
         rc = HELPER_OK;
-    if (!c->no_bridge_status)
+    if (!t->no_bridge_status)
         ck_assert_msg(rc == HELPER_OK, "bridge exit status %d%s", rc,
                       rc == HELPER_NO_CLOSE_NOTIFY ? " (the stream sent no close_notify)" : "");
-    for (int i = 0; i < c->nreads && i < MAX_READS; i++)
-        free(c->rbuf[i]);
-    c->nreads = 0;
-    SSL_CTX_free(c->server_ctx);
+    SSL_CTX_free(t->server_ctx);
     ev_loop_destroy(c->loop);
 }
 
-static void peer_write(struct ctx *c, const char *str)
-{
-    ck_assert(tu_write_all(c->peer, str, strlen(str)));
-}
-
-static void peer_close(struct ctx *c)
-{
-    close(c->peer);
-    c->peer = -1;
-}
-
-/* Reads the peer's end while the loop runs; returns the bytes read. */
-static size_t read_peer_while_running(struct ctx *c, void *buf, size_t len, double timeout_sec)
-{
-    double deadline = tu_now() + timeout_sec;
-    size_t got = 0;
-
-    while (got < len && tu_now() < deadline) {
-        ssize_t n = recv(c->peer, (char *)buf + got, len - got, MSG_DONTWAIT);
-
-        if (n > 0)
-            got += (size_t)n;
-        else if (n == 0)
-            break;
-        else
-            run_for(c, 0.002);
-    }
-    return got;
-}
-
 /* Nothing beyond what the test read arrives while the loop runs a while. */
-static void assert_peer_gets_nothing_more(struct ctx *c)
+static void assert_peer_gets_nothing_more(struct su_stream *c)
 {
     char ch;
     ssize_t n;
 
-    run_for(c, SETTLE_SEC);
+    su_run_for(c, SETTLE_SEC);
     n = recv(c->peer, &ch, 1, MSG_DONTWAIT);
     ck_assert_msg(n < 0 && errno == EAGAIN, "peer got more: recv %zd", n);
 }
 
 /* True once the peer's end reads EOF (within timeout_sec, loop running). */
-static bool peer_sees_eof(struct ctx *c, double timeout_sec)
+static bool peer_sees_eof(struct su_stream *c, double timeout_sec)
 {
     double deadline = tu_now() + timeout_sec;
     char ch;
@@ -711,63 +487,36 @@ static bool peer_sees_eof(struct ctx *c, double timeout_sec)
             return true;
         if (n > 0)
             return false;
-        run_for(c, 0.01);
+        su_run_for(c, 0.01);
     }
     return false;
 }
 
 /* The bridge is a client like any other: once it is gone (killed), all that
  * is left in the stream's socket is what it wrote before. */
-static void bridge_kill(struct ctx *c)
+static void bridge_kill(struct su_stream *c)
 {
-    kill(c->bridge, SIGKILL);
-    ck_assert_int_eq(helper_wait(c->bridge, WAIT_SEC), 128 + SIGKILL);
-    c->no_bridge_status = true;
+    struct tls_side *t = tls_of(c);
+
+    kill(t->bridge, SIGKILL);
+    ck_assert_int_eq(helper_wait(t->bridge, WAIT_SEC), 128 + SIGKILL);
+    t->no_bridge_status = true;
 }
 
 /* A ping from the peer, a pong from the stream. Afterwards the handshake is
  * done and the bridge has read the session tickets that follow it: a client
  * that exits with them unread would reset the connection, not close it. */
-static void ping_pong(struct ctx *c)
+static void ping_pong(struct su_stream *c)
 {
     int reads = c->nreads;
     char buf[4];
 
-    ck_assert_int_eq(pf_iostream_read_bytes(c->s, 4, false, read_cb), 0);
-    peer_write(c, "ping");
-    ck_assert(run_until_count(c, &c->nreads, reads + 1, WAIT_SEC));
+    ck_assert_int_eq(pf_iostream_read_bytes(c->s, 4, false, su_read_cb), 0);
+    su_peer_write(c, "ping");
+    ck_assert(su_run_until_count(c, &c->nreads, reads + 1, WAIT_SEC));
     ck_assert_int_eq(pf_iostream_write(c->s, "pong", 4, NULL), 0);
-    ck_assert_uint_eq(read_peer_while_running(c, buf, 4, WAIT_SEC), 4);
+    ck_assert_uint_eq(su_read_peer(c, buf, 4, WAIT_SEC), 4);
     ck_assert(memcmp(buf, "pong", 4) == 0);
-}
-
-#define ASSERT_READ(c, i, want) assert_read((c), (i), (want), sizeof(want) - 1)
-
-static void assert_read(const struct ctx *c, int i, const char *want, size_t wlen)
-{
-    char a[256], b[256];
-
-    ck_assert_int_gt(c->nreads, i);
-    ck_assert_msg(c->rstatus[i] == 0, "read %d: status %d", i, c->rstatus[i]);
-    ck_assert_msg(c->rlen[i] == wlen && memcmp(c->rbuf[i], want, wlen) == 0,
-                  "read %d: got %zu bytes \"%s\", want %zu bytes \"%s\"", i,
-                  c->rlen[i], esc(c->rbuf[i], c->rlen[i], a, sizeof(a)),
-                  wlen, esc(want, wlen, b, sizeof(b)));
-}
-
-static void assert_no_reentry(const struct ctx *c)
-{
-    ck_assert_msg(c->reentered == 0,
-                  "%d callback(s) ran inside a pf_iostream_* call (log \"%s\")",
-                  c->reentered, c->log);
-}
-
-static void assert_closed_once(const struct ctx *c, int reason)
-{
-    ck_assert_msg(c->nclose == 1, "close callback ran %d times", c->nclose);
-    ck_assert_msg(c->close_reason == reason, "close reason %d (%s), want %d (%s)",
-                  c->close_reason, strerror(-c->close_reason), reason, strerror(-reason));
-    ck_assert_msg(c->fd_closed_in_close_cb, "fd %d still open in the close callback", c->fd);
 }
 
 /* ---- server contexts --------------------------------------------------- */
@@ -885,79 +634,64 @@ END_TEST
 
 START_TEST(test_tls_read_until_finds_delimiter_split_across_writes_and_keeps_rest)
 {
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init(&c, NULL);
-    ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 0, read_cb), 0);
-    /* Each write gets the loop's time to travel alone: one TLS record each. */
-    peer_write(&c, "GET / HT");
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nreads, 0);
-    peer_write(&c, "TP/1.1\r\n\r");
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nreads, 0);
-    peer_write(&c, "\nrest");
-    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nreads, 1);
-    ASSERT_READ(&c, 0, "GET / HTTP/1.1\r\n\r\n");
-
-    ck_assert_int_eq(t_read_bytes(&c, 4, false, read_cb), 0);
-    ck_assert(run_until_count(&c, &c.nreads, 2, WAIT_SEC));
-    ASSERT_READ(&c, 1, "rest");
-    ck_assert_int_eq(c.nclose, 0);
-    assert_no_reentry(&c);
+    ctx_init(&c, &t, NULL);
+    sc_read_until_across_writes_keeps_rest(&c, WAIT_SEC);
     ctx_done(&c);
 }
 END_TEST
 
 START_TEST(test_tls_read_bytes_exact_across_writes_then_partial)
 {
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init(&c, NULL);
-    ck_assert_int_eq(t_read_bytes(&c, 10, false, read_cb), 0);
-    peer_write(&c, "01234");
-    run_for(&c, SETTLE_SEC);
+    ctx_init(&c, &t, NULL);
+    ck_assert_int_eq(su_read_bytes(&c, 10, false, su_read_cb), 0);
+    su_peer_write(&c, "01234");
+    su_run_for(&c, SETTLE_SEC);
     ck_assert_msg(c.nreads == 0, "read_bytes(10) completed with 5 bytes");
-    peer_write(&c, "56789abc");
-    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
-    ASSERT_READ(&c, 0, "0123456789");
+    su_peer_write(&c, "56789abc");
+    ck_assert(su_run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    SU_ASSERT_READ(&c, 0, "0123456789");
 
     /* Partial: whatever is there, 1..n bytes. */
-    ck_assert_int_eq(t_read_bytes(&c, 100, true, read_cb), 0);
-    ck_assert(run_until_count(&c, &c.nreads, 2, WAIT_SEC));
-    ASSERT_READ(&c, 1, "abc");
-    ck_assert_int_eq(t_read_bytes(&c, 100, true, read_cb), 0);
-    run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(su_read_bytes(&c, 100, true, su_read_cb), 0);
+    ck_assert(su_run_until_count(&c, &c.nreads, 2, WAIT_SEC));
+    SU_ASSERT_READ(&c, 1, "abc");
+    ck_assert_int_eq(su_read_bytes(&c, 100, true, su_read_cb), 0);
+    su_run_for(&c, SETTLE_SEC);
     ck_assert_int_eq(c.nreads, 2);
-    peer_write(&c, "xy");
-    ck_assert(run_until_count(&c, &c.nreads, 3, WAIT_SEC));
-    ASSERT_READ(&c, 2, "xy");
-    assert_no_reentry(&c);
+    su_peer_write(&c, "xy");
+    ck_assert(su_run_until_count(&c, &c.nreads, 3, WAIT_SEC));
+    SU_ASSERT_READ(&c, 2, "xy");
+    su_assert_no_reentry(&c);
     ctx_done(&c);
 }
 END_TEST
 
 START_TEST(test_tls_read_until_close_gets_all_bytes_then_close_reason_0)
 {
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init(&c, NULL);
-    ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
-    peer_write(&c, "first part, ");
-    run_for(&c, SETTLE_SEC);
-    peer_write(&c, "second part");
-    run_for(&c, SETTLE_SEC);
+    ctx_init(&c, &t, NULL);
+    ck_assert_int_eq(su_read_until_close(&c, su_read_cb), 0);
+    su_peer_write(&c, "first part, ");
+    su_run_for(&c, SETTLE_SEC);
+    su_peer_write(&c, "second part");
+    su_run_for(&c, SETTLE_SEC);
     ck_assert_int_eq(c.nreads, 0);
     /* The bridge turns this into close_notify. */
-    peer_close(&c);
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
+    su_peer_close(&c);
+    ck_assert(su_run_until_closed(&c, WAIT_SEC));
+    su_run_for(&c, SETTLE_SEC);
     ck_assert_int_eq(c.nreads, 1);
-    ASSERT_READ(&c, 0, "first part, second part");
+    SU_ASSERT_READ(&c, 0, "first part, second part");
     ck_assert_str_eq(c.log, "RC");
-    assert_closed_once(&c, 0);
+    su_assert_closed_once(&c, 0);
     ctx_done(&c);
 }
 END_TEST
@@ -965,10 +699,11 @@ END_TEST
 /* Writes the response once the request has been read to EOF. */
 static void answer_at_eof_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
 {
-    struct ctx *c = ctx_of(s);
+    struct su_stream *c = su_of(s);
+    struct tls_side *t = tls_of(c);
 
-    record_read(c, buf, len, status);
-    ck_assert_int_eq(t_write(c, c->response, c->response_len, write_cb), 0);
+    su_record_read(c, buf, len, status);
+    ck_assert_int_eq(su_write(c, t->response, t->response_len, su_write_cb), 0);
 }
 
 /* A client that sends its request, then close_notify (a half-close), still
@@ -977,25 +712,26 @@ START_TEST(test_tls_half_closed_peer_still_gets_answer_written_after_eof)
 {
     const size_t len = 256 * 1024;
     unsigned char *want = malloc(len), *got = malloc(len + 1);
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
     ck_assert(want != NULL && got != NULL);
-    fill_pattern(want, 0, len);
-    ctx_init(&c, NULL);
+    su_fill_pattern(want, 0, len);
+    ctx_init(&c, &t, NULL);
     /* Data and EOF are the point here; close_notify has its own test. */
-    c.close_notify_optional = true;
-    c.response = want;
-    c.response_len = len;
-    ck_assert_int_eq(t_read_until_close(&c, answer_at_eof_cb), 0);
-    peer_write(&c, "request");
+    t.close_notify_optional = true;
+    t.response = want;
+    t.response_len = len;
+    ck_assert_int_eq(su_read_until_close(&c, answer_at_eof_cb), 0);
+    su_peer_write(&c, "request");
     ck_assert_int_eq(shutdown(c.peer, SHUT_WR), 0);
-    ck_assert_uint_eq(read_peer_while_running(&c, got, len + 1, WAIT_SEC), len);
+    ck_assert_uint_eq(su_read_peer(&c, got, len + 1, WAIT_SEC), len);
     ck_assert_msg(memcmp(got, want, len) == 0, "answer differs at byte %zu",
                   first_difference(got, want, len));
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    ASSERT_READ(&c, 0, "request");
+    ck_assert(su_run_until_closed(&c, WAIT_SEC));
+    SU_ASSERT_READ(&c, 0, "request");
     ck_assert_str_eq(c.log, "RWC");
-    assert_closed_once(&c, 0);
+    su_assert_closed_once(&c, 0);
     ctx_done(&c);
     free(want);
     free(got);
@@ -1025,36 +761,37 @@ START_TEST(test_tls_close_after_writes_fill_socket_still_sends_close_notify)
     enum { CHUNK = 1000 };
     unsigned char chunk[CHUNK], *got;
     size_t sent = 0, n;
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
     int rc;
 
-    ctx_init(&c, NULL);
+    ctx_init(&c, &t, NULL);
     ping_pong(&c);              /* nothing else left in flight */
-    ck_assert_int_eq(kill(c.bridge, SIGSTOP), 0);
+    ck_assert_int_eq(kill(t.bridge, SIGSTOP), 0);
     while (!socket_full(c.fd)) {
-        fill_pattern(chunk, sent, CHUNK);
-        ck_assert_int_eq(t_write(&c, chunk, CHUNK, write_cb), 0);
+        su_fill_pattern(chunk, sent, CHUNK);
+        ck_assert_int_eq(su_write(&c, chunk, CHUNK, su_write_cb), 0);
         ck_assert_msg(!pf_iostream_writing(c.s), "a write stayed queued after %zu bytes", sent);
         sent += CHUNK;
         ck_assert_uint_lt(sent, 16u << 20);
     }
-    ck_assert(run_until_count(&c, &c.nwrites, (int)(sent / CHUNK), WAIT_SEC));
-    t_close(&c);
+    ck_assert(su_run_until_count(&c, &c.nwrites, (int)(sent / CHUNK), WAIT_SEC));
+    su_close(&c);
     /* The client reads on; the stream may wait for that to send close_notify. */
-    ck_assert_int_eq(kill(c.bridge, SIGCONT), 0);
+    ck_assert_int_eq(kill(t.bridge, SIGCONT), 0);
     got = malloc(sent + 1);
     ck_assert_ptr_nonnull(got);
-    n = read_peer_while_running(&c, got, sent + 1, WAIT_SEC);
+    n = su_read_peer(&c, got, sent + 1, WAIT_SEC);
     ck_assert_msg(n == sent, "peer got %zu of %zu bytes", n, sent);
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(got[i] == pattern_byte(i), "peer got a wrong byte at %zu", i);
+        ck_assert_msg(got[i] == su_pattern_byte(i), "peer got a wrong byte at %zu", i);
     free(got);
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    assert_closed_once(&c, 0);
+    ck_assert(su_run_until_closed(&c, WAIT_SEC));
+    su_assert_closed_once(&c, 0);
     close(c.peer);
     c.peer = -1;
-    rc = helper_wait(c.bridge, WAIT_SEC);
-    c.bridge = -1;              /* reaped */
+    rc = helper_wait(t.bridge, WAIT_SEC);
+    t.bridge = -1;              /* reaped */
     ck_assert_msg(rc == HELPER_OK, "bridge exit status %d%s", rc,
                   rc == HELPER_NO_CLOSE_NOTIFY ? " (the stream sent no close_notify)" : "");
     ctx_done(&c);
@@ -1064,28 +801,29 @@ END_TEST
 START_TEST(test_tls_large_write_reaches_peer_in_order_and_calls_back_once_from_loop)
 {
     unsigned char *big = malloc(LARGE_WRITE_BYTES), *got = malloc(LARGE_WRITE_BYTES + 1);
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
     size_t n;
 
     ck_assert(big != NULL && got != NULL);
-    fill_pattern(big, 0, LARGE_WRITE_BYTES);
-    ctx_init(&c, NULL);
-    ck_assert_int_eq(t_write(&c, big, LARGE_WRITE_BYTES, write_cb), 0);
+    su_fill_pattern(big, 0, LARGE_WRITE_BYTES);
+    ctx_init(&c, &t, NULL);
+    ck_assert_int_eq(su_write(&c, big, LARGE_WRITE_BYTES, su_write_cb), 0);
     /* The stream copied what it kept: our buffer is ours again. */
     memset(big, 0, LARGE_WRITE_BYTES);
     ck_assert_int_eq(c.nwrites, 0);
-    n = read_peer_while_running(&c, got, LARGE_WRITE_BYTES, 10.0);
+    n = su_read_peer(&c, got, LARGE_WRITE_BYTES, 10.0);
     ck_assert_msg(n == LARGE_WRITE_BYTES, "peer got %zu of %u bytes", n, LARGE_WRITE_BYTES);
     assert_peer_gets_nothing_more(&c);
-    fill_pattern(big, 0, LARGE_WRITE_BYTES);
+    su_fill_pattern(big, 0, LARGE_WRITE_BYTES);
     ck_assert_msg(memcmp(got, big, LARGE_WRITE_BYTES) == 0, "peer got a wrong byte at %zu",
                   first_difference(got, big, LARGE_WRITE_BYTES));
-    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
+    ck_assert(su_run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    su_run_for(&c, SETTLE_SEC);
     ck_assert_int_eq(c.nwrites, 1);
     ck_assert(!pf_iostream_writing(c.s));
     ck_assert_int_eq(c.nclose, 0);
-    assert_no_reentry(&c);
+    su_assert_no_reentry(&c);
     ctx_done(&c);
     free(big);
     free(got);
@@ -1101,24 +839,25 @@ START_TEST(test_tls_writev_sends_buffers_in_order_even_when_queued)
         { .iov_base = big, .iov_len = sizeof(big) },
         { .iov_base = ":tail", .iov_len = 5 },
     };
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    fill_pattern(big, 0, sizeof(big));
-    ctx_init(&c, NULL);
+    su_fill_pattern(big, 0, sizeof(big));
+    ctx_init(&c, &t, NULL);
     /* After the handshake, so that the first buffers go out at once. */
     ck_assert_int_eq(t_wait_for_handshake(&c), 0);
-    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    ck_assert(su_run_until_count(&c, &t.nhs, 1, WAIT_SEC));
     c.in_call = true;
-    ck_assert_int_eq(pf_iostream_writev(c.s, iov, 3, write_cb), 0);
+    ck_assert_int_eq(pf_iostream_writev(c.s, iov, 3, su_write_cb), 0);
     c.in_call = false;
-    ck_assert_uint_eq(read_peer_while_running(&c, got, sizeof(got), 10.0), sizeof(got));
+    ck_assert_uint_eq(su_read_peer(&c, got, sizeof(got), 10.0), sizeof(got));
     assert_peer_gets_nothing_more(&c);
     ck_assert(memcmp(got, "head:", 5) == 0);
     ck_assert_msg(memcmp(got + 5, big, sizeof(big)) == 0, "body differs at byte %zu",
                   first_difference(got + 5, big, sizeof(big)));
     ck_assert(memcmp(got + 5 + sizeof(big), ":tail", 5) == 0);
-    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
-    assert_no_reentry(&c);
+    ck_assert(su_run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    su_assert_no_reentry(&c);
     ctx_done(&c);
 }
 END_TEST
@@ -1128,23 +867,24 @@ END_TEST
 START_TEST(test_tls_write_cb_never_fires_inside_write)
 {
     char buf[16];
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init(&c, NULL);
-    ck_assert_int_eq(t_write(&c, "early\n", 6, write_cb), 0);
+    ctx_init(&c, &t, NULL);
+    ck_assert_int_eq(su_write(&c, "early\n", 6, su_write_cb), 0);
     ck_assert_int_eq(c.nwrites, 0);
-    ck_assert_uint_eq(read_peer_while_running(&c, buf, 6, WAIT_SEC), 6);
+    ck_assert_uint_eq(su_read_peer(&c, buf, 6, WAIT_SEC), 6);
     ck_assert(memcmp(buf, "early\n", 6) == 0);
-    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    ck_assert(su_run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
 
     for (int i = 0; i < 3; i++) {
-        ck_assert_int_eq(t_write(&c, "late\n", 5, write_cb), 0);
+        ck_assert_int_eq(su_write(&c, "late\n", 5, su_write_cb), 0);
         ck_assert_msg(c.nwrites == 1 + i, "write callback ran inside pf_iostream_write");
-        ck_assert(run_until_count(&c, &c.nwrites, 2 + i, WAIT_SEC));
+        ck_assert(su_run_until_count(&c, &c.nwrites, 2 + i, WAIT_SEC));
     }
-    ck_assert_uint_eq(read_peer_while_running(&c, buf, 15, WAIT_SEC), 15);
+    ck_assert_uint_eq(su_read_peer(&c, buf, 15, WAIT_SEC), 15);
     ck_assert(memcmp(buf, "late\nlate\nlate\n", 15) == 0);
-    assert_no_reentry(&c);
+    su_assert_no_reentry(&c);
     ctx_done(&c);
 }
 END_TEST
@@ -1152,57 +892,26 @@ END_TEST
 START_TEST(test_tls_read_until_over_max_buffer_closes_stream_with_enobufs)
 {
     struct pf_iostream_options opt = { .max_buffer_size = 1024 };
-    char data[4096];
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    memset(data, 'a', sizeof(data));
-    ctx_init(&c, &opt);
-    ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 0, read_cb), 0);
-    ck_assert(tu_write_all(c.peer, data, sizeof(data)));
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
-    assert_closed_once(&c, -ENOBUFS);
-    ck_assert_int_eq(c.nreads, 0);
+    ctx_init(&c, &t, &opt);
+    sc_read_until_over_max_buffer_closes_with_enobufs(&c, WAIT_SEC);
     /* The bridge saw the stream go: so does the peer. */
     ck_assert(peer_sees_eof(&c, WAIT_SEC));
     ctx_done(&c);
 }
 END_TEST
 
-static void close_in_read_cb(struct pf_iostream *s, const char *buf, size_t len, int status)
-{
-    struct ctx *c = ctx_of(s);
-
-    record_read(c, buf, len, status);
-    t_close(c);
-    c->closed_after_close = pf_iostream_closed(s);
-    c->rc_after_close[0] = t_read_until(c, HTTP_DELIM, 0, read_cb);
-    c->rc_after_close[1] = t_read_bytes(c, 1, false, read_cb);
-    c->rc_after_close[2] = t_write(c, "x", 1, write_cb);
-    t_close(c);     /* idempotent */
-}
-
 START_TEST(test_tls_close_from_read_cb_closes_once_and_drops_buffered_data)
 {
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init(&c, NULL);
-    ck_assert_int_eq(t_read_until(&c, HTTP_DELIM, 0, close_in_read_cb), 0);
-    /* The second request stays buffered when the callback closes. */
-    peer_write(&c, "a\r\n\r\nb\r\n\r\n");
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nreads, 1);
-    ASSERT_READ(&c, 0, "a\r\n\r\n");
-    ck_assert_str_eq(c.log, "RC");
-    assert_closed_once(&c, 0);
-    ck_assert(c.closed_after_close);
-    ck_assert_int_eq(c.rc_after_close[0], -EPIPE);
-    ck_assert_int_eq(c.rc_after_close[1], -EPIPE);
-    ck_assert_int_eq(c.rc_after_close[2], -EPIPE);
-    ck_assert_int_eq(c.nwrites, 0);
+    ctx_init(&c, &t, NULL);
+    sc_close_from_read_cb_drops_buffered_data(&c, WAIT_SEC);
     ck_assert(peer_sees_eof(&c, WAIT_SEC));
-    assert_no_reentry(&c);
+    su_assert_no_reentry(&c);
     ctx_done(&c);
 }
 END_TEST
@@ -1216,7 +925,8 @@ START_TEST(test_tls_sendfile_sends_head_then_file_range_and_borrows_file)
     const size_t len = file_len - 200;
     char path[PATH_MAX];
     unsigned char *data = malloc(file_len), *got = malloc(len + 6);
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
     int fd;
 
     ck_assert(data != NULL && got != NULL);
@@ -1224,19 +934,19 @@ START_TEST(test_tls_sendfile_sends_head_then_file_range_and_borrows_file)
     fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ck_assert_int_ge(fd, 0);
     unlink(path);
-    fill_pattern(data, 0, file_len);
+    su_fill_pattern(data, 0, file_len);
     ck_assert(tu_write_all(fd, data, file_len));
-    ctx_init(&c, NULL);
+    ctx_init(&c, &t, NULL);
     c.in_call = true;
-    ck_assert_int_eq(pf_iostream_sendfile(c.s, "HEAD:", 5, fd, off, len, write_cb), 0);
+    ck_assert_int_eq(pf_iostream_sendfile(c.s, "HEAD:", 5, fd, off, len, su_write_cb), 0);
     c.in_call = false;
-    ck_assert_uint_eq(read_peer_while_running(&c, got, len + 5, 10.0), len + 5);
+    ck_assert_uint_eq(su_read_peer(&c, got, len + 5, 10.0), len + 5);
     assert_peer_gets_nothing_more(&c);
     ck_assert(memcmp(got, "HEAD:", 5) == 0);
     ck_assert_msg(memcmp(got + 5, data + off, len) == 0, "file range differs at byte %zu",
                   first_difference(got + 5, data + off, len));
-    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
-    assert_no_reentry(&c);
+    ck_assert(su_run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    su_assert_no_reentry(&c);
     /* Borrowed: still open and still ours. */
     ck_assert_int_eq(close(fd), 0);
     ctx_done(&c);
@@ -1249,19 +959,20 @@ END_TEST
 START_TEST(test_tls_read_and_write_started_before_handshake_wait_for_it)
 {
     char buf[8];
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init(&c, NULL);
+    ctx_init(&c, &t, NULL);
     ck_assert(!pf_iostream_tls_info(c.s, &(struct pf_tls_info){ 0 }));
-    ck_assert_int_eq(t_read_until(&c, "\n", 0, read_cb), 0);
-    ck_assert_int_eq(t_write(&c, "hello\n", 6, write_cb), 0);
-    peer_write(&c, "ping\n");
-    ck_assert_uint_eq(read_peer_while_running(&c, buf, 6, WAIT_SEC), 6);
+    ck_assert_int_eq(su_read_until(&c, "\n", 0, su_read_cb), 0);
+    ck_assert_int_eq(su_write(&c, "hello\n", 6, su_write_cb), 0);
+    su_peer_write(&c, "ping\n");
+    ck_assert_uint_eq(su_read_peer(&c, buf, 6, WAIT_SEC), 6);
     ck_assert(memcmp(buf, "hello\n", 6) == 0);
-    ck_assert(run_until_count(&c, &c.nreads, 1, WAIT_SEC));
-    ASSERT_READ(&c, 0, "ping\n");
-    ck_assert(run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
-    assert_no_reentry(&c);
+    ck_assert(su_run_until_count(&c, &c.nreads, 1, WAIT_SEC));
+    SU_ASSERT_READ(&c, 0, "ping\n");
+    ck_assert(su_run_until_count(&c, &c.nwrites, 1, WAIT_SEC));
+    su_assert_no_reentry(&c);
     ctx_done(&c);
 }
 END_TEST
@@ -1270,28 +981,18 @@ END_TEST
  * writes: an error, never a SIGPIPE that kills the server. */
 START_TEST(test_tls_write_after_peer_vanished_closes_stream_without_sigpipe)
 {
-    const size_t len = 1024 * 1024;
-    unsigned char *buf = calloc(1, len);
-    struct ctx c;
-    int rc;
+    struct tls_side t;
+    struct su_stream c;
+    int reason;
 
-    ck_assert_ptr_nonnull(buf);
     signal(SIGPIPE, SIG_DFL);
-    ctx_init(&c, NULL);
+    ctx_init(&c, &t, NULL);
     ck_assert_int_eq(t_wait_for_handshake(&c), 0);
-    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
+    ck_assert(su_run_until_count(&c, &t.nhs, 1, WAIT_SEC));
     bridge_kill(&c);
-    rc = t_write(&c, buf, len, write_cb);
-    ck_assert_msg(rc == 0 || rc == -EPIPE, "write returned %d", rc);
-    free(buf);
-    if (c.s != NULL && !pf_iostream_closed(c.s))
-        ck_assert_int_eq(t_write(&c, "more", 4, write_cb), 0);
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    ck_assert_int_eq(c.nclose, 1);
-    ck_assert_int_eq(c.nwrites, 0);
-    ck_assert_msg(c.close_reason == -EPIPE || c.close_reason == -ECONNRESET,
-                  "close reason %d (%s)", c.close_reason, strerror(-c.close_reason));
-    ck_assert(c.fd_closed_in_close_cb);
+    reason = sc_write_to_gone_peer_closes_stream(&c, WAIT_SEC);
+    ck_assert_msg(reason == -EPIPE || reason == -ECONNRESET, "close reason %d (%s)", reason,
+                  strerror(-reason));
     ctx_done(&c);
 }
 END_TEST
@@ -1302,22 +1003,23 @@ END_TEST
  * raises no SIGPIPE. */
 START_TEST(test_tls_close_notify_from_vanished_peer_closes_stream_without_sigpipe)
 {
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
     signal(SIGPIPE, SIG_DFL);
-    ctx_open(&c, NULL, NULL, false, BRIDGE_NOTIFY_AND_EXIT);
+    ctx_open(&c, &t, NULL, NULL, false, BRIDGE_NOTIFY_AND_EXIT);
     ping_pong(&c);
-    peer_write(&c, "bye");
-    peer_close(&c);
+    su_peer_write(&c, "bye");
+    su_peer_close(&c);
     /* The loop stands still: "bye" and close_notify wait in the socket of a
      * client that is gone. */
-    ck_assert_int_eq(helper_wait(c.bridge, WAIT_SEC), HELPER_OK);
-    c.bridge = -1;
-    ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
-    ck_assert(run_until_closed(&c, WAIT_SEC));
+    ck_assert_int_eq(helper_wait(t.bridge, WAIT_SEC), HELPER_OK);
+    t.bridge = -1;
+    ck_assert_int_eq(su_read_until_close(&c, su_read_cb), 0);
+    ck_assert(su_run_until_closed(&c, WAIT_SEC));
     ck_assert_int_eq(c.nreads, 2);
-    ASSERT_READ(&c, 1, "bye");
-    assert_closed_once(&c, 0);
+    SU_ASSERT_READ(&c, 1, "bye");
+    su_assert_closed_once(&c, 0);
     ctx_done(&c);
 }
 END_TEST
@@ -1328,21 +1030,22 @@ END_TEST
  * just went away)"). */
 START_TEST(test_tls_peer_gone_without_close_notify_ends_read_until_close_like_eof)
 {
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
     signal(SIGPIPE, SIG_DFL);
-    ctx_open(&c, NULL, NULL, false, BRIDGE_JUST_EXIT);
+    ctx_open(&c, &t, NULL, NULL, false, BRIDGE_JUST_EXIT);
     ping_pong(&c);
-    ck_assert_int_eq(t_read_until_close(&c, read_cb), 0);
-    peer_write(&c, "last words");
-    peer_close(&c);
-    ck_assert(run_until_closed(&c, WAIT_SEC));
+    ck_assert_int_eq(su_read_until_close(&c, su_read_cb), 0);
+    su_peer_write(&c, "last words");
+    su_peer_close(&c);
+    ck_assert(su_run_until_closed(&c, WAIT_SEC));
     ck_assert_msg(c.nreads == 2, "read_until_close never completed (close reason %d, %s)",
                   c.close_reason, strerror(-c.close_reason));
-    ASSERT_READ(&c, 1, "last words");
-    assert_closed_once(&c, 0);
-    ck_assert_int_eq(helper_wait(c.bridge, WAIT_SEC), HELPER_OK);
-    c.bridge = -1;
+    SU_ASSERT_READ(&c, 1, "last words");
+    su_assert_closed_once(&c, 0);
+    ck_assert_int_eq(helper_wait(t.bridge, WAIT_SEC), HELPER_OK);
+    t.bridge = -1;
     ctx_done(&c);
 }
 END_TEST
@@ -1352,33 +1055,34 @@ END_TEST
 START_TEST(test_wait_for_handshake_runs_once_from_loop_with_tls13_cipher_and_alpn)
 {
     struct pf_tls_info info = { 0 };
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init_alpn(&c, ALPN_HTTP11, true);
+    ctx_init_alpn(&c, &t, ALPN_HTTP11, true);
     ck_assert_msg(!pf_iostream_tls_info(c.s, &info), "tls_info true before the handshake");
     ck_assert_int_eq(t_wait_for_handshake(&c), 0);
-    ck_assert_int_eq(c.nhs, 0);
-    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nhs, 1);
-    ck_assert_str_eq(c.hs_protocol, "TLSv1.3");
-    ck_assert_msg(c.hs_cipher[0] != '\0', "no cipher");
-    ck_assert_msg(!c.hs_alpn_null, "no ALPN, want \"%s\"", ALPN_HTTP11);
-    ck_assert_str_eq(c.hs_alpn, ALPN_HTTP11);
+    ck_assert_int_eq(t.nhs, 0);
+    ck_assert(su_run_until_count(&c, &t.nhs, 1, WAIT_SEC));
+    su_run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(t.nhs, 1);
+    ck_assert_str_eq(t.hs_protocol, "TLSv1.3");
+    ck_assert_msg(t.hs_cipher[0] != '\0', "no cipher");
+    ck_assert_msg(!t.hs_alpn_null, "no ALPN, want \"%s\"", ALPN_HTTP11);
+    ck_assert_str_eq(t.hs_alpn, ALPN_HTTP11);
 
     ck_assert_msg(pf_iostream_tls_info(c.s, &info), "tls_info false after the handshake");
     ck_assert_str_eq(info.protocol, "TLSv1.3");
-    ck_assert_str_eq(info.cipher, c.hs_cipher);
+    ck_assert_str_eq(info.cipher, t.hs_cipher);
     ck_assert_uint_eq(info.alpn_len, strlen(ALPN_HTTP11));
     ck_assert(memcmp(info.alpn, ALPN_HTTP11, info.alpn_len) == 0);
 
     /* Done already: the callback still comes from the loop, once. */
     ck_assert_int_eq(t_wait_for_handshake(&c), 0);
-    ck_assert_int_eq(c.nhs, 1);
-    ck_assert(run_until_count(&c, &c.nhs, 2, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nhs, 2);
-    assert_no_reentry(&c);
+    ck_assert_int_eq(t.nhs, 1);
+    ck_assert(su_run_until_count(&c, &t.nhs, 2, WAIT_SEC));
+    su_run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(t.nhs, 2);
+    su_assert_no_reentry(&c);
     ctx_done(&c);
 }
 END_TEST
@@ -1388,13 +1092,14 @@ END_TEST
 START_TEST(test_wait_for_handshake_reports_no_alpn_when_none_chosen)
 {
     struct pf_tls_info info = { 0 };
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
 
-    ctx_init_alpn(&c, _i == 0 ? NULL : ALPN_HTTP11, false);
+    ctx_init_alpn(&c, &t, _i == 0 ? NULL : ALPN_HTTP11, false);
     ck_assert_int_eq(t_wait_for_handshake(&c), 0);
-    ck_assert(run_until_count(&c, &c.nhs, 1, WAIT_SEC));
-    ck_assert_str_eq(c.hs_protocol, "TLSv1.3");
-    ck_assert_msg(c.hs_alpn_null, "ALPN \"%s\" with none chosen", c.hs_alpn);
+    ck_assert(su_run_until_count(&c, &t.nhs, 1, WAIT_SEC));
+    ck_assert_str_eq(t.hs_protocol, "TLSv1.3");
+    ck_assert_msg(t.hs_alpn_null, "ALPN \"%s\" with none chosen", t.hs_alpn);
     ck_assert(pf_iostream_tls_info(c.s, &info));
     ck_assert_ptr_null(info.alpn);
     ck_assert_uint_eq(info.alpn_len, 0);
@@ -1407,7 +1112,8 @@ START_TEST(test_wait_for_handshake_on_plain_stream_einval_and_on_closed_stream_e
     struct ev_loop *loop = ev_loop_new(0);
     struct pf_tls_info info;
     struct pf_iostream *s;
-    struct ctx c;
+    struct tls_side t;
+    struct su_stream c;
     int sv[2];
 
     ck_assert_ptr_nonnull(loop);
@@ -1417,21 +1123,18 @@ START_TEST(test_wait_for_handshake_on_plain_stream_einval_and_on_closed_stream_e
     ck_assert_int_eq(pf_iostream_wait_for_handshake(s, handshake_cb), -EINVAL);
     ck_assert(!pf_iostream_tls_info(s, &info));
     pf_iostream_close(s);
-    {
-        bool never = false;
-        tu_run_until(loop, &never, SETTLE_SEC);
-    }
+    tu_run_for(loop, SETTLE_SEC);
     close(sv[1]);
     ev_loop_destroy(loop);
 
-    ctx_init(&c, NULL);
-    t_close(&c);
+    ctx_init(&c, &t, NULL);
+    su_close(&c);
     ck_assert_int_eq(t_wait_for_handshake(&c), -EPIPE);
-    ck_assert(run_until_closed(&c, WAIT_SEC));
-    run_for(&c, SETTLE_SEC);
-    ck_assert_int_eq(c.nhs, 0);
+    ck_assert(su_run_until_closed(&c, WAIT_SEC));
+    su_run_for(&c, SETTLE_SEC);
+    ck_assert_int_eq(t.nhs, 0);
     /* The bridge's handshake failed: nothing to check there. */
-    c.no_bridge_status = true;
+    t.no_bridge_status = true;
     ctx_done(&c);
 }
 END_TEST
@@ -1622,9 +1325,7 @@ static void srv_start(struct srv_state *st, SSL_CTX *ctx, double handshake_timeo
 
 static void srv_run_for(struct srv_state *st, double sec)
 {
-    bool never = false;
-
-    tu_run_until(st->loop, &never, sec);
+    tu_run_for(st->loop, sec);
 }
 
 static bool srv_run_until_count(struct srv_state *st, const int *count, int target,
@@ -2026,8 +1727,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_set_tls_with_missing_certificate_returns_einval_and_names_it);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("stream");
-    tcase_set_timeout(tc, 15);
+    tc = tu_add_tcase(s, "stream", 15);
     tcase_add_test(tc, test_tls_read_until_finds_delimiter_split_across_writes_and_keeps_rest);
     tcase_add_test(tc, test_tls_read_bytes_exact_across_writes_then_partial);
     tcase_add_test(tc, test_tls_read_until_close_gets_all_bytes_then_close_reason_0);
@@ -2043,22 +1743,17 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_tls_write_after_peer_vanished_closes_stream_without_sigpipe);
     tcase_add_test(tc, test_tls_close_notify_from_vanished_peer_closes_stream_without_sigpipe);
     tcase_add_test(tc, test_tls_peer_gone_without_close_notify_ends_read_until_close_like_eof);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("handshake");
-    tcase_set_timeout(tc, 10);
+    tc = tu_add_tcase(s, "handshake", 10);
     tcase_add_test(tc, test_wait_for_handshake_runs_once_from_loop_with_tls13_cipher_and_alpn);
     tcase_add_loop_test(tc, test_wait_for_handshake_reports_no_alpn_when_none_chosen, 0, 2);
     tcase_add_test(tc, test_wait_for_handshake_on_plain_stream_einval_and_on_closed_stream_epipe);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("server");
-    tcase_set_timeout(tc, 15);
+    tc = tu_add_tcase(s, "server", 15);
     tcase_add_loop_test(tc, test_server_closes_bad_tls_client_and_keeps_serving, 0, 4);
     tcase_add_test(tc, test_server_stalled_handshakes_do_not_delay_other_clients);
     tcase_add_test(tc, test_server_with_caller_ctx_keeps_reference_and_uses_it);
     tcase_add_test(tc, test_later_user_deadline_does_not_extend_the_handshake_timeout);
-    suite_add_tcase(s, tc);
 
     return s;
 }

@@ -27,7 +27,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +45,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "daemonutil.h"
 #include "testutil.h"
 
 #define TCASE_TIMEOUT_SEC 30
@@ -80,20 +80,16 @@
 #define MAX_PIDS 16
 /* `preforkd -t` and curl finish within this. */
 #define CHILD_TIMEOUT_SEC 10.0
-#define CURL_PATH "/usr/bin/curl"
 #define CONN_BUF_SIZE (256 * 1024)
 #define OUTPUT_MAX 65536
 #define ECHO_BIG 65536
 
-/* Made by main(), removed by main() after the run. */
-static char suite_dir[] = "/tmp/check_tls_daemon-XXXXXX";
-static const char *preforkd_path;
-/* Sanitizer reports found in a daemon's log at teardown (runner only). */
-static int sanitizer_reports;
+/* Set up by main(). */
+static struct du_suite suite;
 
 /* The suite's PEM files and what a client needs to tell A from B. */
 static struct {
-    char dir[128];                  /* under suite_dir: short */
+    char dir[128];                  /* under the suite's dir: short */
     char www[128];                  /* the document root: index.html */
     char a_cert[PATH_MAX], a_key[PATH_MAX];
     char b_cert[PATH_MAX], b_key[PATH_MAX];
@@ -112,80 +108,22 @@ static size_t index_len;
 enum handler { HANDLER_HTTP, HANDLER_ECHO };
 
 /* The daemon of the running tcase; set by the unchecked setup in the runner,
- * read by the tests forked after it. */
-static struct site {
-    char dir[128];                  /* under suite_dir: short */
-    char conf[PATH_MAX];
-    char log[PATH_MAX];             /* the daemon's stdout and stderr */
-    char cert[PATH_MAX];            /* what [tls] certificate and key name */
+ * read by the tests forked after it. Its plain listener is the_site.d.port. */
+static struct du_site the_site;
+/* Its ssl listener and the files that [tls] names, in its temp dir. */
+static struct {
+    char dir[128];                  /* under the suite's dir: short */
+    char cert[PATH_MAX];
     char key[PATH_MAX];
-    unsigned tls_port, plain_port;
-    enum handler handler;
-    pid_t pid;                      /* the master, also its process group; 0: none */
-    char error[OUTPUT_MAX];         /* why the daemon does not serve; "" if it does */
-} the_site;
+    unsigned port;
+} tls_site;
 
 /* ---- text and file helpers ---- */
-
-/* s[0..len) with CR, LF and other bytes escaped, cut at about 600 bytes;
- * the result stays valid for the next three calls. */
-static const char *show(const void *s, size_t len)
-{
-    static char bufs[4][2600];
-    static int next;
-    char *out = bufs[next++ % 4], *p = out;
-    const unsigned char *in = s;
-
-    for (size_t i = 0; i < len; i++) {
-        if (p - out > 2400) {
-            p += sprintf(p, "...(%zu bytes)", len);
-            break;
-        }
-        if (in[i] == '\r')
-            p += sprintf(p, "\\r");
-        else if (in[i] == '\n')
-            p += sprintf(p, "\\n");
-        else if (in[i] < 0x20 || in[i] >= 0x7f)
-            p += sprintf(p, "\\x%02x", in[i]);
-        else
-            *p++ = (char)in[i];
-    }
-    *p = '\0';
-    return out;
-}
-
-static off_t file_size(const char *path)
-{
-    struct stat st;
-
-    return stat(path, &st) == 0 ? st.st_size : 0;
-}
-
-/* path's bytes from offset on, NUL-terminated, cut to size - 1. */
-static void read_file_from(const char *path, off_t offset, char *buf, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    size_t got = 0;
-    ssize_t n;
-
-    buf[0] = '\0';
-    if (fd < 0)
-        return;
-    if (lseek(fd, offset, SEEK_SET) == offset)
-        while (got + 1 < size && (n = read(fd, buf + got, size - 1 - got)) > 0)
-            got += (size_t)n;
-    buf[got] = '\0';
-    close(fd);
-}
 
 /* The last part of the daemon's log, for messages. */
 static const char *site_log_tail(void)
 {
-    static char buf[4096];
-    off_t size = file_size(the_site.log);
-
-    read_file_from(the_site.log, size > 3000 ? size - 3000 : 0, buf, sizeof(buf));
-    return buf;
+    return du_log_tail(&the_site.d);
 }
 
 static bool write_file(const char *path, const void *data, size_t len, mode_t mode)
@@ -333,30 +271,16 @@ static bool make_pems(void)
 static bool make_www(void)
 {
     char path[PATH_MAX + 16];
-    size_t n = (size_t)snprintf(index_body, sizeof(index_body),
-                                "<!DOCTYPE html>\n<title>check_tls_daemon</title>\n");
 
-    for (int i = 0; n < 600; i++)
-        n += (size_t)snprintf(index_body + n, sizeof(index_body) - n,
-                              "<p>line %02d of the index, over TLS or not</p>\n", i);
-    index_len = n;
-    snprintf(pem.www, sizeof(pem.www), "%s/www", suite_dir);
+    index_len = tu_html_page(index_body, sizeof(index_body), "check_tls_daemon",
+                             "the index, over TLS or not", 600);
+    snprintf(pem.www, sizeof(pem.www), "%s/www", suite.dir);
     snprintf(path, sizeof(path), "%s/index.html", pem.www);
     return mkdir(pem.www, 0755) == 0 && chmod(pem.www, 0755) == 0 &&
            write_file(path, index_body, index_len, 0644);
 }
 
 /* ---- the daemon (runner side) ---- */
-
-static void site_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void site_set_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(the_site.error, sizeof(the_site.error), fmt, ap);
-    va_end(ap);
-}
 
 /* A config for handler with an ssl listener on tls_port and a plain one on
  * plain_port; cert and key as given (absolute paths). */
@@ -392,76 +316,25 @@ static bool write_conf(const char *path, enum handler handler, unsigned tls_port
     return fclose(f) == 0;
 }
 
-/* Polls connect() on the plain port until it works; notes in
- * the_site.error why it does not. */
-static void site_wait_ready(void)
-{
-    double deadline = tu_now() + READY_TIMEOUT_SEC;
-    int status, fd;
-
-    while ((fd = tu_connect_tcp("127.0.0.1", the_site.plain_port)) < 0 && tu_now() < deadline) {
-        if (waitpid(the_site.pid, &status, WNOHANG) == the_site.pid) {
-            site_set_error("preforkd exited (status 0x%x) before accepting; its log:\n%s",
-                           (unsigned)status, site_log_tail());
-            the_site.pid = 0;
-            return;
-        }
-        usleep(20000);
-    }
-    if (fd < 0) {
-        site_set_error("no connection to preforkd on 127.0.0.1:%u within %.0f s: %s\n%s",
-                       the_site.plain_port, READY_TIMEOUT_SEC, strerror(-fd), site_log_tail());
-        return;
-    }
-    close(fd);
-}
-
 /* Unchecked setup: a config serving copies of A, and the daemon on it. */
 static void site_start(enum handler handler)
 {
-    struct site *s = &the_site;
-    const char *argv[] = { "preforkd", "-f", "-c", s->conf, NULL };
-    char dir[sizeof(s->dir)];
-    pid_t runner = getpid();
+    struct du_daemon *d = &the_site.d;
 
-    memset(s, 0, sizeof(*s));
-    s->handler = handler;
-    snprintf(dir, sizeof(dir), "%s/site-XXXXXX", suite_dir);
-    if (mkdtemp(dir) == NULL) {
-        site_set_error("mkdtemp %s: %s", dir, strerror(errno));
-        return;
-    }
-    memcpy(s->dir, dir, sizeof(dir));
-    snprintf(s->conf, sizeof(s->conf), "%s/preforkd.conf", dir);
-    snprintf(s->log, sizeof(s->log), "%s/daemon.log", dir);
-    snprintf(s->cert, sizeof(s->cert), "%s/server.crt", dir);
-    snprintf(s->key, sizeof(s->key), "%s/server.key", dir);
-    s->tls_port = tu_free_port("127.0.0.1");
+    snprintf(tls_site.dir, sizeof(tls_site.dir), "%s/site-XXXXXX", suite.dir);
+    ck_assert_ptr_nonnull(mkdtemp(tls_site.dir));
+    du_init(d, tls_site.dir, "preforkd");
+    snprintf(tls_site.cert, sizeof(tls_site.cert), "%s/server.crt", tls_site.dir);
+    snprintf(tls_site.key, sizeof(tls_site.key), "%s/server.key", tls_site.dir);
+    tls_site.port = tu_free_port("127.0.0.1");
     do
-        s->plain_port = tu_free_port("127.0.0.1");
-    while (s->plain_port == s->tls_port);
-    install_file(pem.a_cert, s->cert);
-    install_file(pem.a_key, s->key);
-    if (!write_conf(s->conf, handler, s->tls_port, s->plain_port, s->cert, s->key)) {
-        site_set_error("writing %s: %s", s->conf, strerror(errno));
-        return;
-    }
-    s->pid = fork();
-    if (s->pid < 0) {
-        site_set_error("fork: %s", strerror(errno));
-        s->pid = 0;
-        return;
-    }
-    if (s->pid == 0) {
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != runner)
-            _exit(126);
-        tu_exec_child(preforkd_path, (char *const *)argv, s->log, s->log);
-    }
-    /* Also here, so that the group exists before anyone signals it. */
-    setpgid(s->pid, s->pid);
-    site_wait_ready();
+        d->port = tu_free_port("127.0.0.1");
+    while (d->port == tls_site.port);
+    install_file(pem.a_cert, tls_site.cert);
+    install_file(pem.a_key, tls_site.key);
+    ck_assert_msg(write_conf(d->conf, handler, tls_site.port, d->port, tls_site.cert,
+                             tls_site.key), "writing %s: %s", d->conf, strerror(errno));
+    du_site_launch(&suite, &the_site, READY_TIMEOUT_SEC);
 }
 
 static void site_start_http(void)
@@ -474,54 +347,18 @@ static void site_start_echo(void)
     site_start(HANDLER_ECHO);
 }
 
-/* True once no process of the group pgid is left; reaps ours. */
-static bool group_gone(pid_t pgid)
-{
-    while (waitpid(-pgid, NULL, WNOHANG) > 0)
-        ;
-    return kill(-pgid, 0) < 0 && errno == ESRCH;
-}
-
-/* Unchecked teardown (runner): SIGTERM to the group, SIGKILL after
- * STOP_GRACE_SEC. Must not ck_assert; a sanitizer report in the log is
- * printed and counted by main(). */
+/* Unchecked teardown (runner): SIGTERM, SIGKILL after STOP_GRACE_SEC; a
+ * sanitizer report in the log is counted by main(). */
 static void site_stop(void)
 {
-    static char log[OUTPUT_MAX];
-    pid_t pgid = the_site.pid;
-    double deadline;
-
-    if (pgid > 0) {
-        kill(-pgid, SIGTERM);
-        kill(-pgid, SIGCONT);       /* a worker a failed test left stopped */
-        deadline = tu_now() + STOP_GRACE_SEC;
-        while (!group_gone(pgid) && tu_now() < deadline)
-            usleep(10000);
-        if (!group_gone(pgid)) {
-            fprintf(stderr, "check_tls_daemon: preforkd (pid %d) still ran %.0f s after "
-                    "SIGTERM\n", (int)pgid, STOP_GRACE_SEC);
-            kill(-pgid, SIGKILL);
-            deadline = tu_now() + STOP_GRACE_SEC;
-            while (!group_gone(pgid) && tu_now() < deadline)
-                usleep(10000);
-        }
-        the_site.pid = 0;
-    }
-    tu_read_file(the_site.log, log, sizeof(log));
-    if (strstr(log, "AddressSanitizer") != NULL || strstr(log, "LeakSanitizer") != NULL ||
-        strstr(log, "runtime error:") != NULL) {
-        fprintf(stderr, "check_tls_daemon: sanitizer report in %s:\n%s\n", the_site.log, log);
-        sanitizer_reports++;
-    }
+    du_site_stop(&suite, &the_site, STOP_GRACE_SEC);
 }
 
 /* ---- per test (checked fixture, in the test's process) ---- */
 
-static off_t log_offset;
-
 static void require_site(void)
 {
-    ck_assert_msg(the_site.error[0] == '\0', "%s", the_site.error);
+    du_site_require(&the_site);
 }
 
 /* SIGCONT to every worker: a test that failed while it had one stopped
@@ -529,7 +366,7 @@ static void require_site(void)
 static void continue_workers(void)
 {
     pid_t pids[MAX_PIDS];
-    int n = the_site.pid > 0 ? tu_children_of(the_site.pid, pids, MAX_PIDS) : 0;
+    int n = the_site.d.pid > 0 ? tu_children_of(the_site.d.pid, pids, MAX_PIDS) : 0;
 
     for (int i = 0; i < n && i < MAX_PIDS; i++)
         kill(pids[i], SIGCONT);
@@ -540,29 +377,19 @@ static void test_setup(void)
     /* A client writing to a connection the server closed gets EPIPE. */
     signal(SIGPIPE, SIG_IGN);
     continue_workers();
-    log_offset = file_size(the_site.log);
+    du_site_test_begin(&the_site);
 }
 
-/* After a passing test: no worker died meanwhile, no sanitizer spoke, and
- * the master still runs. */
 static void test_teardown(void)
 {
-    static char log[OUTPUT_MAX];
-    struct tu_proc_stat st;
-
     continue_workers();
-    read_file_from(the_site.log, log_offset, log, sizeof(log));
-    ck_assert_msg(strstr(log, "restarting in") == NULL,
-                  "a worker died during this test; the daemon's log says:\n%s", log);
-    tu_assert_no_sanitizer_report(log);
-    ck_assert_msg(the_site.pid > 0 && tu_proc_stat(the_site.pid, &st) && st.state != 'Z',
-                  "the master (pid %d) is gone; its log:\n%s", (int)the_site.pid, log);
+    du_site_test_end(&the_site);
 }
 
 /* The master's live children (the workers), sorted. */
 static int worker_pids(pid_t *pids)
 {
-    int n = tu_children_of(the_site.pid, pids, MAX_PIDS);
+    int n = tu_children_of(the_site.d.pid, pids, MAX_PIDS);
 
     ck_assert_int_le(n, MAX_PIDS);
     for (int i = 1; i < n; i++)
@@ -604,7 +431,7 @@ static bool log_wait_for(off_t offset, const char *needle, char *buf, size_t siz
     double deadline = tu_now() + timeout_sec;
 
     for (;;) {
-        read_file_from(the_site.log, offset, buf, size);
+        tu_read_file_from(the_site.d.log, offset, buf, size);
         if (strstr(buf, needle) != NULL)
             return true;
         if (tu_now() >= deadline)
@@ -694,7 +521,7 @@ static void conn_open_tls(struct conn *c, SSL_CTX *ctx, SSL_SESSION *sess, const
 {
     int rc;
 
-    conn_open_plain(c, the_site.tls_port);
+    conn_open_plain(c, tls_site.port);
     c->ssl = SSL_new(ctx);
     ck_assert_ptr_nonnull(c->ssl);
     ck_assert_int_eq(SSL_set_fd(c->ssl, c->fd), 1);
@@ -706,7 +533,7 @@ static void conn_open_tls(struct conn *c, SSL_CTX *ctx, SSL_SESSION *sess, const
     errno = 0;
     rc = SSL_connect(c->ssl);
     ck_assert_msg(rc == 1, "%s: TLS handshake with 127.0.0.1:%u failed (SSL error %d, %s, "
-                  "verify: %s): %s\ndaemon log:\n%s", what, the_site.tls_port,
+                  "verify: %s): %s\ndaemon log:\n%s", what, tls_site.port,
                   SSL_get_error(c->ssl, rc), strerror(errno),
                   X509_verify_cert_error_string(SSL_get_verify_result(c->ssl)), ssl_errors(),
                   site_log_tail());
@@ -733,22 +560,15 @@ static bool conn_send(struct conn *c, const void *data, size_t len)
 {
     const char *p = data;
 
+    if (c->ssl == NULL)
+        return tu_send_all(c->fd, data, len);
     while (len > 0) {
-        ssize_t n;
+        size_t w = 0;
 
-        if (c->ssl != NULL) {
-            size_t w = 0;
-
-            n = SSL_write_ex(c->ssl, p, len, &w) == 1 ? (ssize_t)w : -1;
-        } else {
-            n = send(c->fd, p, len, MSG_NOSIGNAL);
-            if (n < 0 && errno == EINTR)
-                continue;
-        }
-        if (n <= 0)
+        if (SSL_write_ex(c->ssl, p, len, &w) != 1)
             return false;
-        p += n;
-        len -= (size_t)n;
+        p += w;
+        len -= w;
     }
     return true;
 }
@@ -885,13 +705,8 @@ static const char *conn_read_response(struct conn *c, struct response *r)
             return "no Content-Length, and the connection stayed open";
         body_len = c->len - head_len;
     }
-    r->body = malloc(body_len + 1);
-    ck_assert_ptr_nonnull(r->body);
-    memcpy(r->body, c->buf + head_len, body_len);
-    r->body[body_len] = '\0';
+    r->body = tu_take_bytes(c->buf, &c->len, head_len, body_len);
     r->body_len = body_len;
-    memmove(c->buf, c->buf + head_len + body_len, c->len - head_len - body_len);
-    c->len -= head_len + body_len;
     return NULL;
 }
 
@@ -916,7 +731,7 @@ static void conn_get(struct conn *c, const char *path, bool close, struct respon
                   path, ssl_errors(), site_log_tail());
     err = conn_read_response(c, r);
     ck_assert_msg(err == NULL, "%s: GET %s: %s; received: %s\ndaemon log:\n%s", what, path, err,
-                  show(c->buf, c->len), site_log_tail());
+                  tu_show(c->buf, c->len), site_log_tail());
 }
 
 static void assert_index(const struct response *r, const char *what)
@@ -924,7 +739,7 @@ static void assert_index(const struct response *r, const char *what)
     ck_assert_msg(r->status == 200, "%s: status %d, want 200:\n%s", what, r->status, r->head);
     ck_assert_msg(r->body_len == index_len && memcmp(r->body, index_body, index_len) == 0,
                   "%s: got %zu bytes, want index.html's %zu: %s", what, r->body_len, index_len,
-                  show(r->body, r->body_len));
+                  tu_show(r->body, r->body_len));
 }
 
 /* 'A' or 'B' for the certificate the server showed on ssl, '?' otherwise. */
@@ -987,7 +802,7 @@ START_TEST(test_tls_get_index_negotiates_alpn_http11)
     SSL_get0_alpn_selected(c.ssl, &sel, &sel_len);
     ck_assert_msg(sel_len == 8 && memcmp(sel, "http/1.1", 8) == 0,
                   "%s: the server selected \"%s\", want \"http/1.1\"", what,
-                  sel ? show(sel, sel_len) : "(no ALPN)");
+                  sel ? tu_show(sel, sel_len) : "(no ALPN)");
     ck_assert_msg(peer_cert_name(c.ssl) == 'A', "%s: the server showed a certificate other "
                   "than the configured one", what);
     /* Two requests: keep-alive works over TLS too. */
@@ -1012,7 +827,7 @@ START_TEST(test_tls_and_plain_listeners_serve_at_the_same_time)
     require_site();
     ctx = client_ctx_new(alpn_http11, sizeof(alpn_http11) - 1, 0);
     conn_open_tls(&t, ctx, NULL, "TLS connection");
-    conn_open_plain(&p, the_site.plain_port);
+    conn_open_plain(&p, the_site.d.port);
     /* Interleaved on two open connections, one of each kind. */
     for (int i = 0; i < 3; i++) {
         conn_get(&t, "/", false, &r, "TLS on the ssl listener");
@@ -1028,37 +843,6 @@ START_TEST(test_tls_and_plain_listeners_serve_at_the_same_time)
 }
 END_TEST
 
-/* Runs curl with argv (NULL-terminated, argv[0] "curl"); its stdout in out.
- * False (the test skipped) if there is no curl. */
-static bool run_curl(const char *const *argv, char *out, size_t out_size)
-{
-    char out_path[PATH_MAX + 32], err_path[PATH_MAX + 32], err[4096];
-    int status;
-    pid_t pid;
-
-    if (access(CURL_PATH, X_OK) != 0) {
-        fprintf(stderr, "check_tls_daemon: %s not found: skipping the curl test\n", CURL_PATH);
-        return false;
-    }
-    snprintf(out_path, sizeof(out_path), "%s/curl-%d.out", suite_dir, (int)getpid());
-    snprintf(err_path, sizeof(err_path), "%s/curl-%d.err", suite_dir, (int)getpid());
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        tu_exec_child(CURL_PATH, (char *const *)argv, out_path, err_path);
-    if (!tu_wait_pid(pid, &status, CHILD_TIMEOUT_SEC)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        ck_abort_msg("curl ran over %.0f s", CHILD_TIMEOUT_SEC);
-    }
-    tu_read_file(out_path, out, out_size);
-    tu_read_file(err_path, err, sizeof(err));
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "curl failed (status 0x%x): %s\ndaemon log:\n%s", (unsigned)status, err,
-                  site_log_tail());
-    return true;
-}
-
 START_TEST(test_curl_over_tls_verifies_and_gets_index)
 {
     char url[64], resolve[64], body_path[PATH_MAX + 32], out[256], body[4096];
@@ -1067,17 +851,17 @@ START_TEST(test_curl_over_tls_verifies_and_gets_index)
                            "-w", "%{http_code} %{http_version} %{ssl_verify_result}", url, NULL };
 
     require_site();
-    snprintf(url, sizeof(url), "https://localhost:%u/", the_site.tls_port);
-    snprintf(resolve, sizeof(resolve), "localhost:%u:127.0.0.1", the_site.tls_port);
-    snprintf(body_path, sizeof(body_path), "%s/curl-%d.body", suite_dir, (int)getpid());
-    if (!run_curl(argv, out, sizeof(out)))
+    snprintf(url, sizeof(url), "https://localhost:%u/", tls_site.port);
+    snprintf(resolve, sizeof(resolve), "localhost:%u:127.0.0.1", tls_site.port);
+    snprintf(body_path, sizeof(body_path), "%s/curl-%d.body", suite.dir, (int)getpid());
+    if (!tu_run_curl(argv, suite.dir, out, sizeof(out), CHILD_TIMEOUT_SEC, site_log_tail()))
         return;
     ck_assert_msg(strcmp(out, "200 1.1 0") == 0,
                   "curl %s: want `200 1.1 0` (status, HTTP version, verify result), got `%s`",
                   url, out);
     tu_read_file(body_path, body, sizeof(body));
     ck_assert_msg(strlen(body) == index_len && memcmp(body, index_body, index_len) == 0,
-                  "curl %s: got %s", url, show(body, strlen(body)));
+                  "curl %s: got %s", url, tu_show(body, strlen(body)));
 }
 END_TEST
 
@@ -1256,10 +1040,10 @@ START_TEST(test_bad_client_on_tls_port_costs_only_its_connection)
         assert_index(&r, "a kept-alive connection");
         response_free(&r);
     }
-    log_start = file_size(the_site.log);
+    log_start = tu_file_size(the_site.d.log);
 
     start = tu_now();
-    conn_open_plain(&bad, the_site.tls_port);
+    conn_open_plain(&bad, tls_site.port);
     if (b->len > 0)
         ck_assert(conn_send(&bad, b->data, b->len));
     if (b->fin)
@@ -1272,7 +1056,7 @@ START_TEST(test_bad_client_on_tls_port_costs_only_its_connection)
         }
     ck_assert_msg(conn_wait_close(&bad, limit - (tu_now() - start)),
                   "%s: the connection is still open %.1f s after it came; the server sent: %s",
-                  b->name, tu_now() - start, show(bad.buf, bad.len));
+                  b->name, tu_now() - start, tu_show(bad.buf, bad.len));
     took = tu_now() - start;
     conn_close(&bad);
 
@@ -1293,7 +1077,7 @@ START_TEST(test_bad_client_on_tls_port_costs_only_its_connection)
                   show_pids(after, n_after), site_log_tail());
     /* Room for a line about it to come out. */
     usleep(200000);
-    read_file_from(the_site.log, log_start, added, sizeof(added));
+    tu_read_file_from(the_site.d.log, log_start, added, sizeof(added));
     lines = count_lines(added);
     ck_assert_msg(lines <= 1, "%s (closed after %.2f s): %d log lines for one bad connection:\n%s",
                   b->name, took, lines, added);
@@ -1317,7 +1101,7 @@ static void assert_echoed(struct conn *c, const void *data, size_t len, const ch
     }
     ck_assert_msg(c->len == len && memcmp(c->buf, data, len) == 0,
                   "%s: %zu bytes came back, not the %zu sent: %s", what, c->len, len,
-                  show(c->buf, c->len));
+                  tu_show(c->buf, c->len));
     c->len = 0;
 }
 
@@ -1346,7 +1130,7 @@ START_TEST(test_echo_round_trip_over_tls)
     for (int i = 0; i < 2; i++)
         conn_close(&t[i]);
     /* The plain listener of the same daemon echoes too. */
-    fd = tu_connect_tcp("127.0.0.1", the_site.plain_port);
+    fd = tu_connect_tcp("127.0.0.1", the_site.d.port);
     ck_assert_int_ge(fd, 0);
     ck_assert_msg(tu_echo_exchange(fd, line, strlen(line), IO_TIMEOUT_SEC),
                   "no echo on the plain listener");
@@ -1381,10 +1165,10 @@ START_TEST(test_hup_rotates_certificate_and_kept_connection_still_answers)
     response_free(&r);
 
     /* Renewed in place, as certbot and friends do. */
-    install_file(pem.b_cert, the_site.cert);
-    install_file(pem.b_key, the_site.key);
+    install_file(pem.b_cert, tls_site.cert);
+    install_file(pem.b_key, tls_site.key);
     hup_at = tu_now();
-    ck_assert_int_eq(kill(the_site.pid, SIGHUP), 0);
+    ck_assert_int_eq(kill(the_site.d.pid, SIGHUP), 0);
     deadline = hup_at + RELOAD_TIMEOUT_SEC;
     next_kept = hup_at + KEEP_WARM_SEC;
     /* New connections until they show B, and the kept one answering every
@@ -1476,17 +1260,17 @@ START_TEST(test_hup_with_bad_tls_files_logs_them_and_keeps_serving)
     current = tls_get_index_once(ctx, "before the reload");
     ck_assert_msg(current == 'A' || current == 'B', "serving neither A nor B");
     n_before = worker_pids(before);
-    start = file_size(the_site.log);
+    start = tu_file_size(the_site.d.log);
     if (b->cert == NULL || b->cert[0] != '\0')
-        install_file(b->cert, the_site.cert);
+        install_file(b->cert, tls_site.cert);
     if (b->key[0] != '\0')
-        install_file(b->key, the_site.key);
-    ck_assert_int_eq(kill(the_site.pid, SIGHUP), 0);
+        install_file(b->key, tls_site.key);
+    ck_assert_int_eq(kill(the_site.d.pid, SIGHUP), 0);
     ck_assert_msg(log_wait_for(start, "reload failed", log, sizeof(log), RELOAD_TIMEOUT_SEC),
                   "HUP with %s: no \"reload failed\" in the log within %.0f s; it says:\n%s",
                   b->name, RELOAD_TIMEOUT_SEC, log);
     line = strstr(log, "reload failed");
-    named = b->names_key ? the_site.key : the_site.cert;
+    named = b->names_key ? tls_site.key : tls_site.cert;
     ck_assert_msg(strstr(line, named) != NULL && strstr(line, b->reason) != NULL,
                   "HUP with %s: the log does not name %s%s%s%s:\n%s", b->name, named,
                   b->reason[0] ? " and say \"" : "", b->reason, b->reason[0] ? "\"" : "", log);
@@ -1500,44 +1284,42 @@ START_TEST(test_hup_with_bad_tls_files_logs_them_and_keeps_serving)
                   "HUP with %s: the workers were %s, are %s", b->name,
                   show_pids(before, n_before), show_pids(after, n_after));
     /* Good files again for the next case. */
-    install_file(current == 'A' ? pem.a_cert : pem.b_cert, the_site.cert);
-    install_file(current == 'A' ? pem.a_key : pem.b_key, the_site.key);
+    install_file(current == 'A' ? pem.a_cert : pem.b_cert, tls_site.cert);
+    install_file(current == 'A' ? pem.a_key : pem.b_key, tls_site.key);
     SSL_CTX_free(ctx);
 }
 END_TEST
 
 /* ---- preforkd -t ---- */
 
+/* src into dst (size bytes), cut to fit. */
+static void copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* Runs `preforkd -t` on a config with cert and key; its exit status, with
  * its stdout and stderr in out and err. */
 static int run_config_test(const char *cert, const char *key, char *out, size_t out_size,
                            char *err, size_t err_size)
 {
-    char dir[PATH_MAX], conf[PATH_MAX + 32], out_path[PATH_MAX + 32], err_path[PATH_MAX + 32];
-    const char *argv[] = { "preforkd", "-t", "-c", conf, NULL };
-    int status;
-    pid_t pid;
+    static struct du_command c;
+    char dir[PATH_MAX], conf[PATH_MAX + 32];
+    const char *args[] = { "-t", "-c", conf, NULL };
 
-    snprintf(dir, sizeof(dir), "%s/t-XXXXXX", suite_dir);
+    tu_path(dir, sizeof(dir), suite.dir, "t-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(conf, sizeof(conf), "%s/preforkd.conf", dir);
-    snprintf(out_path, sizeof(out_path), "%s/stdout", dir);
-    snprintf(err_path, sizeof(err_path), "%s/stderr", dir);
     ck_assert(write_conf(conf, HANDLER_HTTP, 8443, 8080, cert, key));
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0)
-        tu_exec_child(preforkd_path, (char *const *)argv, out_path, err_path);
-    if (!tu_wait_pid(pid, &status, CHILD_TIMEOUT_SEC)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        ck_abort_msg("preforkd -t ran over %.0f s", CHILD_TIMEOUT_SEC);
-    }
-    tu_read_file(out_path, out, out_size);
-    tu_read_file(err_path, err, err_size);
-    tu_assert_no_sanitizer_report(err);
-    ck_assert_msg(WIFEXITED(status), "preforkd -t: status 0x%x:\n%s", (unsigned)status, err);
-    return WEXITSTATUS(status);
+    du_run(&suite, dir, &c, args, CHILD_TIMEOUT_SEC);
+    copy_text(out, out_size, c.out);
+    copy_text(err, err_size, c.err);
+    ck_assert_msg(c.status != -1, "preforkd -t ran over %.0f s", CHILD_TIMEOUT_SEC);
+    ck_assert_msg(WIFEXITED(c.status), "preforkd -t: status 0x%x:\n%s", (unsigned)c.status, err);
+    return WEXITSTATUS(c.status);
 }
 
 START_TEST(test_t_valid_certificate_passes_without_warning)
@@ -1608,20 +1390,16 @@ END_TEST
 
 /* ---- suite ---- */
 
-static TCase *site_tcase(const char *name, void (*start)(void))
+static TCase *site_tcase(Suite *s, const char *name, void (*start)(void))
 {
-    TCase *tc = tcase_create(name);
-
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
-    tcase_add_unchecked_fixture(tc, start, site_stop);
-    tcase_add_checked_fixture(tc, test_setup, test_teardown);
-    return tc;
+    return du_add_site_tcase(s, name, TCASE_TIMEOUT_SEC, start, site_stop, test_setup,
+                             test_teardown);
 }
 
 static Suite *tls_daemon_suite(void)
 {
     Suite *s = suite_create("tls_daemon");
-    TCase *tc = site_tcase("http_ssl_and_plain", site_start_http);
+    TCase *tc = site_tcase(s, "http_ssl_and_plain", site_start_http);
 
     tcase_add_loop_test(tc, test_tls_get_index_negotiates_alpn_http11, 0, 2);
     tcase_add_test(tc, test_tls_and_plain_listeners_serve_at_the_same_time);
@@ -1629,63 +1407,37 @@ static Suite *tls_daemon_suite(void)
     tcase_add_loop_test(tc, test_session_resumes_on_every_new_connection_whichever_worker, 0, 2);
     tcase_add_loop_test(tc, test_bad_client_on_tls_port_costs_only_its_connection, 0,
                         (int)(sizeof(bad_clients) / sizeof(bad_clients[0])));
-    suite_add_tcase(s, tc);
 
-    tc = site_tcase("echo_ssl", site_start_echo);
+    tc = site_tcase(s, "echo_ssl", site_start_echo);
     tcase_add_test(tc, test_echo_round_trip_over_tls);
-    suite_add_tcase(s, tc);
 
-    tc = site_tcase("reload", site_start_http);
+    tc = site_tcase(s, "reload", site_start_http);
     tcase_add_test(tc, test_hup_rotates_certificate_and_kept_connection_still_answers);
     tcase_add_loop_test(tc, test_hup_with_bad_tls_files_logs_them_and_keeps_serving, 0,
                         (int)(sizeof(bad_reloads) / sizeof(bad_reloads[0])));
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("config_test");
-    tcase_set_timeout(tc, TCASE_TIMEOUT_SEC);
+    tc = tu_add_tcase(s, "config_test", TCASE_TIMEOUT_SEC);
     tcase_add_test(tc, test_t_valid_certificate_passes_without_warning);
     tcase_add_test(tc, test_t_certificate_expiring_in_2_days_warns_and_passes);
     tcase_add_test(tc, test_t_mismatched_key_fails_naming_it);
     tcase_add_test(tc, test_t_missing_certificate_fails_naming_it);
     tcase_add_test(tc, test_t_expired_certificate_fails);
-    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    int failed, n_left;
+    int failed;
 
-    preforkd_path = tu_preforkd_path("check_tls_daemon");
-    if (preforkd_path == NULL)
-        return 1;
-    if (mkdtemp(suite_dir) == NULL || chmod(suite_dir, 0755) != 0) {
-        perror("check_tls_daemon: making the suite's temp dir");
-        return 1;
-    }
-    /* Workers orphaned by a dead master become ours, to reap. */
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
-        perror("check_tls_daemon: PR_SET_CHILD_SUBREAPER");
-        tu_rmtree(suite_dir);
-        return 1;
-    }
-    snprintf(pem.dir, sizeof(pem.dir), "%s/pem", suite_dir);
+    if (!du_suite_begin(&suite, "check_tls_daemon", true))
+        return EXIT_FAILURE;
+    snprintf(pem.dir, sizeof(pem.dir), "%s/pem", suite.dir);
     if (mkdir(pem.dir, 0700) != 0 || !make_pems() || !make_www()) {
         fprintf(stderr, "check_tls_daemon: could not make the certificates or the document "
-                "root in %s\n", suite_dir);
-        tu_rmtree(suite_dir);
-        return 1;
+                "root in %s\n", suite.dir);
+        tu_rmtree(suite.dir);
+        return EXIT_FAILURE;
     }
     failed = tu_run_suite(tls_daemon_suite());
-    failed += sanitizer_reports;
-    /* A test that failed half-way may leave a daemon whose config lives in
-     * suite_dir: kill those by pid. */
-    n_left = tu_kill_matching(suite_dir);
-    if (n_left > 0) {
-        fprintf(stderr, "check_tls_daemon: killed %d preforkd process%s left running\n", n_left,
-                n_left == 1 ? "" : "es");
-        failed++;
-    }
-    tu_rmtree(suite_dir);
-    return failed == 0 ? 0 : 1;
+    return du_suite_end(&suite, failed);
 }

@@ -1,10 +1,9 @@
 /* Shared test helpers; see testutil.h. Blocking calls are fine here: the
  * code under test runs in its own loop or process. */
-#define _GNU_SOURCE     /* nftw */
+#define _GNU_SOURCE     /* nftw, memmem */
 #include "testutil.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -15,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -77,6 +77,39 @@ int tu_connect_tcp(const char *addr, unsigned port)
     return -EINVAL;
 }
 
+int tu_connect_loopback(unsigned port, int timeout_ms)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    double deadline = tu_now() + timeout_ms / 1000.0;
+    socklen_t len = sizeof(int);
+    int err = 0, rc;
+
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+        return fd;
+    if (errno != EINPROGRESS) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    do
+        rc = poll(&p, 1, (int)((deadline - tu_now()) * 1000) + 1);
+    while (rc < 0 && errno == EINTR);
+    if (rc <= 0)
+        err = ETIMEDOUT;
+    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
 int tu_connect_unix(const char *path)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -116,20 +149,40 @@ size_t tu_read_full(int fd, void *buf, size_t len, int timeout_ms)
     return got;
 }
 
-bool tu_write_all(int fd, const void *buf, size_t len)
+/* All len bytes through xfer (write or a send); false on error. */
+static bool xfer_all(int fd, const void *buf, size_t len,
+                     ssize_t (*xfer)(int fd, const void *buf, size_t len))
 {
     const char *p = buf;
 
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = xfer(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n <= 0) {
+            if (n == 0)
+                errno = EPIPE;
             return false;
+        }
         p += n;
         len -= (size_t)n;
     }
     return true;
+}
+
+static ssize_t send_nosignal(int fd, const void *buf, size_t len)
+{
+    return send(fd, buf, len, MSG_NOSIGNAL);
+}
+
+bool tu_write_all(int fd, const void *buf, size_t len)
+{
+    return xfer_all(fd, buf, len, write);
+}
+
+bool tu_send_all(int fd, const void *buf, size_t len)
+{
+    return xfer_all(fd, buf, len, send_nosignal);
 }
 
 double tu_cpu_seconds(void)
@@ -170,6 +223,13 @@ bool tu_run_until(struct ev_loop *loop, const bool *done, double timeout_sec)
     return *done;
 }
 
+void tu_run_for(struct ev_loop *loop, double sec)
+{
+    bool never = false;
+
+    tu_run_until(loop, &never, sec);
+}
+
 int tu_run_suite(Suite *s)
 {
     SRunner *sr = srunner_create(s);
@@ -180,6 +240,15 @@ int tu_run_suite(Suite *s)
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed;
+}
+
+TCase *tu_add_tcase(Suite *s, const char *name, int timeout_sec)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_set_timeout(tc, timeout_sec);
+    suite_add_tcase(s, tc);
+    return tc;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -195,19 +264,74 @@ void tu_rmtree(const char *path)
     nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-void tu_read_file(const char *path, char *buf, size_t size)
+void tu_path(char *buf, size_t size, const char *dir, const char *name)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    size_t got = 0;
-    ssize_t n;
+    int n = snprintf(buf, size, "%s/%s", dir, name);
 
-    buf[0] = '\0';
-    if (fd < 0)
-        return;
-    while (got + 1 < size && (n = read(fd, buf + got, size - 1 - got)) > 0)
-        got += (size_t)n;
-    buf[got] = '\0';
-    close(fd);
+    ck_assert_msg(n > 0 && (size_t)n < size, "%s/%s: too long", dir, name);
+}
+
+const char *tu_show(const void *s, size_t len)
+{
+    static char bufs[4][2600];
+    static int next;
+    char *out = bufs[next++ % 4], *p = out;
+    const unsigned char *in = s;
+
+    for (size_t i = 0; i < len; i++) {
+        if (p - out > 2400) {
+            p += sprintf(p, "...(%zu bytes)", len);
+            break;
+        }
+        if (in[i] == '\r')
+            p += sprintf(p, "\\r");
+        else if (in[i] == '\n')
+            p += sprintf(p, "\\n");
+        else if (in[i] < 0x20 || in[i] >= 0x7f)
+            p += sprintf(p, "\\x%02x", in[i]);
+        else
+            *p++ = (char)in[i];
+    }
+    *p = '\0';
+    return out;
+}
+
+char *tu_take_bytes(char *buf, size_t *len, size_t skip, size_t n)
+{
+    char *out = malloc(n + 1);
+
+    ck_assert_ptr_nonnull(out);
+    ck_assert_uint_le(skip + n, *len);
+    memcpy(out, buf + skip, n);
+    out[n] = '\0';
+    memmove(buf, buf + skip + n, *len - skip - n);
+    *len -= skip + n;
+    return out;
+}
+
+int tu_count_lines_with(const char *text, const char *needle)
+{
+    int n = 0;
+
+    for (const char *line = text; *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+
+        if (memmem(line, len, needle, strlen(needle)) != NULL)
+            n++;
+        line += len + (end != NULL);
+    }
+    return n;
+}
+
+size_t tu_html_page(char *buf, size_t size, const char *title, const char *what,
+                    size_t min_len)
+{
+    size_t n = (size_t)snprintf(buf, size, "<!DOCTYPE html>\n<title>%s</title>\n", title);
+
+    for (int i = 0; n < min_len && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "<p>line %02d of %s</p>\n", i, what);
+    return n < size ? n : size - 1;     /* cut short: buf holds size - 1 bytes */
 }
 
 int tu_listen_on(const char *addr, unsigned port)
@@ -274,67 +398,86 @@ bool tu_wait_pid(pid_t pid, int *status, double timeout_sec)
     return r == pid;
 }
 
-bool tu_proc_stat(pid_t pid, struct tu_proc_stat *st)
+pid_t tu_fork_tied(int sig)
 {
-    char path[64], stat[1024];
-    const char *p;
-    int ppid, pgrp;
+    pid_t parent = getpid(), pid = fork();
 
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    tu_read_file(path, stat, sizeof(stat));
-    /* "pid (comm) S ppid pgrp ...": comm may hold spaces and ')'. */
-    p = strrchr(stat, ')');
-    if (p == NULL || sscanf(p + 1, " %c %d %d", &st->state, &ppid, &pgrp) != 3)
+    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, sig);
+        if (getppid() != parent)
+            _exit(126);
+    }
+    return pid;
+}
+
+pid_t tu_run(const char *path, char *const argv[], const char *out, const char *err,
+             double timeout_sec, int *status)
+{
+    pid_t pid = tu_fork_tied(SIGKILL);
+
+    if (pid == 0)
+        tu_exec_child(path, argv, out, err);
+    if (!tu_wait_pid(pid, status, timeout_sec)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        *status = -1;
+    }
+    return pid;
+}
+
+bool tu_exited_with(int status, int code)
+{
+    return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == code;
+}
+
+bool tu_run_curl(const char *const *argv, const char *dir, char *out, size_t out_size,
+                 double timeout_sec, const char *context)
+{
+    static const char curl[] = "/usr/bin/curl";
+    char out_path[4096], err_path[4096], err[4096];
+    int status;
+
+    if (access(curl, X_OK) != 0) {
+        fprintf(stderr, "%s: %s not found: skipping a curl test\n", program_invocation_short_name,
+                curl);
         return false;
-    st->ppid = (pid_t)ppid;
-    st->pgrp = (pid_t)pgrp;
+    }
+    snprintf(out_path, sizeof(out_path), "%s/curl-%d.out", dir, (int)getpid());
+    snprintf(err_path, sizeof(err_path), "%s/curl-%d.err", dir, (int)getpid());
+    tu_run(curl, (char *const *)argv, out_path, err_path, timeout_sec, &status);
+    tu_read_file(out_path, out, out_size);
+    tu_read_file(err_path, err, sizeof(err));
+    ck_assert_msg(status != -1, "curl ran over %.0f s\n%s", timeout_sec, context);
+    ck_assert_msg(tu_exited_with(status, 0), "curl failed (status 0x%x): %s\n%s",
+                  (unsigned)status, err, context);
     return true;
 }
 
-size_t tu_proc_cmdline(pid_t pid, char *buf, size_t size)
-{
-    char path[64];
-    int fd;
-    ssize_t len;
+struct children {
+    pid_t parent;
+    pid_t *pids;
+    int max, n;
+};
 
-    buf[0] = '\0';
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    len = read(fd, buf, size - 1);
-    close(fd);
-    if (len <= 0)
-        return 0;
-    for (ssize_t i = 0; i < len; i++)
-        if (buf[i] == '\0')
-            buf[i] = ' ';
-    while (len > 0 && buf[len - 1] == ' ')
-        len--;
-    buf[len] = '\0';
-    return (size_t)len;
+static void note_child(pid_t pid, void *arg)
+{
+    struct children *c = arg;
+    struct tu_proc_stat st;
+
+    if (!tu_proc_stat(pid, &st) || st.ppid != c->parent || st.state == 'Z' || st.state == 'X')
+        return;
+    if (c->n < c->max)
+        c->pids[c->n] = pid;
+    c->n++;
 }
 
 int tu_children_of(pid_t parent, pid_t *pids, int max)
 {
-    DIR *dir = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
+    struct children c = { parent, pids, max, 0 };
 
-    ck_assert_ptr_nonnull(dir);
-    while ((e = readdir(dir)) != NULL) {
-        struct tu_proc_stat st;
-
-        if (!isdigit((unsigned char)e->d_name[0]) || !tu_proc_stat(atoi(e->d_name), &st))
-            continue;
-        if (st.ppid == parent && st.state != 'Z' && st.state != 'X') {
-            if (n < max)
-                pids[n] = (pid_t)atoi(e->d_name);
-            n++;
-        }
-    }
-    closedir(dir);
-    return n;
+    ck_assert(tu_each_process(note_child, &c));
+    return c.n;
 }
 
 bool tu_pid_in(pid_t pid, const pid_t *pids, int n)
@@ -390,26 +533,28 @@ bool tu_echo_exchange(int fd, const void *data, size_t len, double timeout_sec)
     return ok;
 }
 
+struct matching {
+    const char *needle;
+    int n;
+};
+
+static void kill_if_matching(pid_t pid, void *arg)
+{
+    struct matching *m = arg;
+    char cmdline[4096];
+
+    /* Zombies have no command line. */
+    if (tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) > 0 && strstr(cmdline, m->needle) != NULL &&
+        kill(pid, SIGKILL) == 0)
+        m->n++;
+}
+
 int tu_kill_matching(const char *needle)
 {
-    DIR *dir = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
+    struct matching m = { needle, 0 };
 
-    if (dir == NULL)
-        return 0;
-    while ((e = readdir(dir)) != NULL) {
-        char cmdline[4096];
-        pid_t pid = (pid_t)atoi(e->d_name);
-
-        if (!isdigit((unsigned char)e->d_name[0]) ||
-            tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) == 0)
-            continue;               /* zombies have none */
-        if (strstr(cmdline, needle) != NULL && kill(pid, SIGKILL) == 0)
-            n++;
-    }
-    closedir(dir);
-    return n;
+    tu_each_process(kill_if_matching, &m);
+    return m.n;
 }
 
 const char *tu_preforkd_path(const char *suite)
@@ -438,43 +583,49 @@ void tu_record_pgid(const char *dir, pid_t pgid)
     close(fd);
 }
 
+struct recorded {
+    const char *groups;         /* one pgid a line, with a leading newline */
+    const char *suite;
+    bool kill;
+    int n;
+};
+
+/* Counts pid if it is a preforkd of a recorded group; kills it on the last pass. */
+static void note_recorded(pid_t pid, void *arg)
+{
+    struct recorded *r = arg;
+    struct tu_proc_stat st;
+    char cmdline[4096], group[32];
+
+    if (!tu_proc_stat(pid, &st) || st.state == 'Z' ||
+        tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) == 0 || strstr(cmdline, "preforkd") == NULL)
+        return;
+    snprintf(group, sizeof(group), "\n%d\n", (int)st.pgrp);
+    if (strstr(r->groups, group) == NULL)
+        return;
+    r->n++;
+    if (r->kill && kill(pid, SIGKILL) == 0)
+        fprintf(stderr, "%s: left running: %d \"%s\" (group %d)\n", r->suite, (int)pid, cmdline,
+                (int)st.pgrp);
+}
+
 int tu_kill_recorded_groups(const char *dir, const char *suite, double grace_sec)
 {
-    char path[4096], text[65536];
+    static char text[65536];
+    char path[4096];
     double deadline = tu_now() + grace_sec;
-    int n;
+    struct recorded r = { text, suite, false, 0 };
 
     /* One pgid a line; a leading newline lets "\n<pgid>\n" match any. */
     snprintf(path, sizeof(path), "%s/pgids", dir);
     text[0] = '\n';
     tu_read_file(path, text + 1, sizeof(text) - 1);
     for (;;) {
-        DIR *d = opendir("/proc");
-        struct dirent *e;
-        bool last = tu_now() >= deadline;
-
-        n = 0;
-        while (d != NULL && (e = readdir(d)) != NULL) {
-            pid_t pid = (pid_t)atoi(e->d_name);
-            struct tu_proc_stat st;
-            char cmdline[4096], group[32];
-
-            if (!isdigit((unsigned char)e->d_name[0]) || !tu_proc_stat(pid, &st) ||
-                st.state == 'Z' || tu_proc_cmdline(pid, cmdline, sizeof(cmdline)) == 0 ||
-                strstr(cmdline, "preforkd") == NULL)
-                continue;
-            snprintf(group, sizeof(group), "\n%d\n", (int)st.pgrp);
-            if (strstr(text, group) == NULL)
-                continue;
-            n++;
-            if (last && kill(pid, SIGKILL) == 0)
-                fprintf(stderr, "%s: left running: %d \"%s\" (group %d)\n", suite, (int)pid,
-                        cmdline, (int)st.pgrp);
-        }
-        if (d != NULL)
-            closedir(d);
-        if (n == 0 || last)
-            return n;
+        r.kill = tu_now() >= deadline;
+        r.n = 0;
+        tu_each_process(note_recorded, &r);
+        if (r.n == 0 || r.kill)
+            return r.n;
         usleep(50000);
     }
 }

@@ -1,15 +1,16 @@
 /*
  * procs: what the soak reads from the kernel. Processes from /proc (a
- * master's children with their titles, fd counts, RSS), and the TCP
- * connections a worker holds, from its fd table and the sock_diag netlink
- * dump, so that a fault can name the connections it may cost. Also the
- * small utilities (clock, random numbers, files) the other files share.
+ * master's children with their titles; the /proc readers themselves, fd
+ * counts and RSS among them, are the suites', in ../procutil.c), and the
+ * TCP connections a worker holds, from its fd table and the sock_diag
+ * netlink dump, so that a fault can name the connections it may cost. Also
+ * the small utilities (clock, random numbers, files) the other files share.
  */
 #define _GNU_SOURCE
 #include "soak.h"
+#include "../procutil.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -69,59 +70,11 @@ void fill_pattern(unsigned char *buf, size_t len, uint64_t seed)
     }
 }
 
-/* state, ppid from /proc/<pid>/stat; false if it is gone. */
-static bool proc_stat(pid_t pid, char *state, pid_t *ppid)
-{
-    char path[64], buf[1024], *p;
-    ssize_t n;
-    int fd, pp;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    /* The command name may hold spaces and parentheses: skip to the last ')'. */
-    p = strrchr(buf, ')');
-    if (p == NULL || sscanf(p + 1, " %c %d", state, &pp) != 2)
-        return false;
-    *ppid = pp;
-    return true;
-}
-
 char proc_state(pid_t pid)
 {
-    char state;
-    pid_t ppid;
+    struct tu_proc_stat st;
 
-    return proc_stat(pid, &state, &ppid) ? state : 0;
-}
-
-static void proc_title(pid_t pid, char *buf, size_t size)
-{
-    char path[64];
-    ssize_t n;
-    int fd;
-
-    buf[0] = '\0';
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    n = read(fd, buf, size - 1);
-    close(fd);
-    if (n < 0)
-        n = 0;
-    buf[n] = '\0';
-    for (ssize_t i = 0; i < n; i++)
-        if (buf[i] == '\0')
-            buf[i] = ' ';
-    while (n > 0 && buf[n - 1] == ' ')
-        buf[--n] = '\0';
+    return tu_proc_stat(pid, &st) ? st.state : 0;
 }
 
 /* "preforkd: worker process #ID (generation G)[ is shutting down]" */
@@ -142,72 +95,36 @@ static void parse_worker_title(struct proc_child *c)
     c->shutting_down = strstr(c->title, "shutting down") != NULL;
 }
 
+struct children {
+    pid_t parent;
+    struct proc_child *out;
+    int max, n;
+};
+
+static void note_child(pid_t pid, void *arg)
+{
+    struct children *ch = arg;
+    struct tu_proc_stat st;
+
+    if (!tu_proc_stat(pid, &st) || st.ppid != ch->parent)
+        return;
+    if (ch->n < ch->max) {
+        struct proc_child *c = &ch->out[ch->n];
+
+        c->pid = pid;
+        c->state = st.state;
+        tu_proc_cmdline(pid, c->title, sizeof(c->title));
+        parse_worker_title(c);
+    }
+    ch->n++;
+}
+
 int proc_children(pid_t parent, struct proc_child *out, int max)
 {
-    DIR *dir = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
+    struct children ch = { parent, out, max, 0 };
 
-    if (dir == NULL)
-        return 0;
-    while ((e = readdir(dir)) != NULL) {
-        pid_t pid, ppid;
-        char state;
-
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        pid = (pid_t)atoi(e->d_name);
-        if (!proc_stat(pid, &state, &ppid) || ppid != parent)
-            continue;
-        if (n < max) {
-            struct proc_child *c = &out[n];
-
-            c->pid = pid;
-            c->state = state;
-            proc_title(pid, c->title, sizeof(c->title));
-            parse_worker_title(c);
-        }
-        n++;
-    }
-    closedir(dir);
-    return n;
-}
-
-int proc_fd_count(pid_t pid)
-{
-    char path[64];
-    DIR *dir;
-    struct dirent *e;
-    int n = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    dir = opendir(path);
-    if (dir == NULL)
-        return -1;
-    while ((e = readdir(dir)) != NULL)
-        n += e->d_name[0] != '.';
-    closedir(dir);
-    return n;
-}
-
-long proc_rss_kb(pid_t pid)
-{
-    char path[64], buf[4096];
-    const char *p;
-    ssize_t n;
-    int fd;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    p = strstr(buf, "\nVmRSS:");
-    return p != NULL ? strtol(p + 7, NULL, 10) : -1;
+    tu_each_process(note_child, &ch);
+    return ch.n;
 }
 
 bool proc_wait_stopped(pid_t pid, double timeout_sec)
@@ -223,35 +140,6 @@ bool proc_wait_stopped(pid_t pid, double timeout_sec)
             return false;
         usleep(200);
     }
-}
-
-/* The inodes of the sockets in pid's fd table. */
-static int socket_inodes(pid_t pid, unsigned long *inodes, int max)
-{
-    char path[64], link[96], target[64];
-    DIR *dir;
-    struct dirent *e;
-    int n = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    dir = opendir(path);
-    if (dir == NULL)
-        return -errno;
-    while ((e = readdir(dir)) != NULL && n < max) {
-        ssize_t len;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(link, sizeof(link), "%s/%.16s", path, e->d_name);
-        len = readlink(link, target, sizeof(target) - 1);
-        if (len <= 0)
-            continue;
-        target[len] = '\0';
-        if (strncmp(target, "socket:[", 8) == 0)
-            inodes[n++] = strtoul(target + 8, NULL, 10);
-    }
-    closedir(dir);
-    return n;
 }
 
 static int compare_ulong(const void *a, const void *b)
@@ -275,7 +163,7 @@ int proc_held_connections(pid_t pid, struct held_conn *out, int max)
                                                   (1u << TCP_STATE_TIME_WAIT)) },
     };
     static char buf[65536];
-    int ninodes = socket_inodes(pid, inodes, HELD_INODES_MAX), n = 0, err = 0;
+    int ninodes = tu_proc_socket_inodes(pid, inodes, HELD_INODES_MAX), n = 0, err = 0;
     int nl;
     bool done = false;
 

@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include "soak.h"
+#include "../procutil.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -557,8 +558,8 @@ static void check_master_end(struct daemon *d)
     char why[512] = "";
     struct stat st;
 
-    d->end_fds = proc_fd_count(d->pid);
-    d->end_rss_kb = proc_rss_kb(d->pid);
+    d->end_fds = tu_proc_fd_count(d->pid);
+    d->end_rss_kb = tu_proc_rss_kib(d->pid);
     if (d->end_fds != d->base_fds)
         problem("%s daemon: the master has %d fds, %d at the start", d->name, d->end_fds,
                 d->base_fds);
@@ -666,8 +667,8 @@ int main(int argc, char **argv)
     faults_monitor_start();
     sleep_until(t_load + WARMUP_SEC);
     for (int i = 0; i < SOAK_MAX_DAEMONS; i++) {
-        soak.d[i].base_fds = proc_fd_count(soak.d[i].pid);
-        soak.d[i].base_rss_kb = proc_rss_kb(soak.d[i].pid);
+        soak.d[i].base_fds = tu_proc_fd_count(soak.d[i].pid);
+        soak.d[i].base_rss_kb = tu_proc_rss_kib(soak.d[i].pid);
     }
     run_chaos(t_load + soak.seconds);
     seconds = soak_now() - t_load;

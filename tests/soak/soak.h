@@ -199,8 +199,6 @@ struct proc_child {
 int proc_children(pid_t parent, struct proc_child *out, int max);
 /* A process's state letter; 0 if it does not exist. */
 char proc_state(pid_t pid);
-int proc_fd_count(pid_t pid);
-long proc_rss_kb(pid_t pid);
 /* The TCP connections pid holds (not listening sockets); -errno on failure. */
 int proc_held_connections(pid_t pid, struct held_conn *out, int max);
 /* Waits until pid is stopped (state T); false after timeout_sec. */
