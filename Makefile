@@ -46,7 +46,7 @@ DAEMON_SRCS := daemon/main.c daemon/config.c daemon/log.c daemon/echo.c daemon/m
                daemon/http.c daemon/http_head.c daemon/http_path.c daemon/http_status.c \
                daemon/mime.c daemon/access_log.c daemon/systemd.c daemon/http_cache.c \
                daemon/tls_config.c
-TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd check_install check_fuzz_regress check_tls check_tls_daemon check_abuse check_signals check_soak
+TEST_NAMES := check_netutil check_iostream check_tcpserver check_process check_config check_daemon check_master check_http check_http_path check_systemd check_install check_fuzz_regress check_tls check_tls_daemon check_abuse check_signals check_reuseport check_soak
 # Test helpers shared by several suites.
 TEST_UTIL_SRCS := tests/testutil.c tests/procutil.c tests/streamutil.c tests/streamchecks.c \
                   tests/daemonutil.c tests/echoclient.c

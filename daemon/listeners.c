@@ -2,13 +2,18 @@
  * listeners: turns `listen` values into bound sockets through libprefork's
  * netutil, and carries them across reloads. The kernel's accept queue lives
  * as long as one fd of a socket does: keeping the fds of unchanged listeners
- * is what lets a reload refuse no connection. Who accepts is the workers'.
+ * is what lets a reload refuse no connection. Under reuse_port a TCP listen
+ * is one SO_REUSEPORT socket per worker task id, so that the kernel, not
+ * the race of wakeups, spreads connections over the workers. Who accepts is
+ * the workers'.
  */
 #define _GNU_SOURCE     /* asprintf */
 #include "listeners.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,13 +29,21 @@
 /* Mode of unix listeners: any local user may connect, as with nginx. */
 #define LISTENER_UNIX_MODE 0666
 
-static char *listener_key(const struct listen_spec *s)
+/* Socket 0 of a reuse_port listen has the key of the one shared socket:
+ * turning reuse_port on or off by a reload keeps it, and its queue. */
+static char *listener_key(const struct listen_spec *s, int task)
 {
+    const char *host = s->host ? s->host : "*";
     char *key = NULL;
+    int rc;
 
     if (s->kind == LISTEN_UNIX)
-        return asprintf(&key, "unix:%s", s->path) < 0 ? NULL : key;
-    return asprintf(&key, "tcp:%s:%u", s->host ? s->host : "*", s->port) < 0 ? NULL : key;
+        rc = asprintf(&key, "unix:%s", s->path);
+    else if (task > 0)
+        rc = asprintf(&key, "tcp:%s:%u#%d", host, s->port, task);
+    else
+        rc = asprintf(&key, "tcp:%s:%u", host, s->port);
+    return rc < 0 ? NULL : key;
 }
 
 /* As nginx on keep-alive connections, no Nagle: a response's last segment
@@ -45,7 +58,10 @@ static void listener_set_nodelay(const struct listener *l)
         setsockopt(l->fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-static int listener_bind(struct listener *l, const struct config *c, const struct listen_spec *s)
+/* Binds l, for s on port (s's own, or for socket i >= 1 of a reuse_port
+ * listen the port socket 0 got); nsockets is the listen's socket count. */
+static int listener_bind(struct listener *l, const struct config *c, const struct listen_spec *s,
+                         unsigned port, int nsockets)
 {
     char err[PF_ERRMSG_SIZE];
     int rc;
@@ -59,15 +75,44 @@ static int listener_bind(struct listener *l, const struct config *c, const struc
         }
     } else {
         struct pf_bind_options o = { .backlog = (int)c->backlog, .reuse_port = c->reuse_port };
-        rc = pf_bind_sockets(s->host, s->port, &o, l->fds, PF_BIND_MAX, err);
+        rc = pf_bind_sockets(s->host, port, &o, l->fds, PF_BIND_MAX, err);
         if (rc > 0) {
             l->nfds = rc;
+            l->reuse_port = c->reuse_port;
             listener_set_nodelay(l);
         }
     }
-    if (rc < 0)
+    if (rc < 0 && l->task >= 0)
+        log_msg(LOG_ERR, 0, "%s:%d: [server] listen = %s: reuse_port socket #%d of %d: %s",
+                c->path, s->line, s->text, l->task, nsockets, err);
+    else if (rc < 0)
         log_msg(LOG_ERR, 0, "%s:%d: [server] listen = %s: %s", c->path, s->line, s->text, err);
     return rc < 0 ? rc : 0;
+}
+
+/* SO_REUSEPORT on or off on sockets already bound. Linux lets the next
+ * SO_REUSEPORT bind on the port share it (and join its group) once it is
+ * on: a kept socket becomes socket 0 of a reuse_port listen so. */
+static int listener_set_reuse_port(struct listener *l, bool on)
+{
+    int v = on;
+
+    for (int i = 0; i < l->nfds; i++)
+        if (setsockopt(l->fds[i], SOL_SOCKET, SO_REUSEPORT, &v, sizeof(v)) < 0)
+            return -errno;
+    l->reuse_port = on;
+    return 0;
+}
+
+static unsigned listener_port(const struct listener *l)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(l->fds[0], (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
 static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
@@ -217,12 +262,14 @@ static int listeners_flatten(struct listeners *ls)
         n += (size_t)ls->v[i].nfds;
     ls->flat = malloc((n ? n : 1) * sizeof(int));
     ls->flat_ssl = malloc((n ? n : 1) * sizeof(bool));
-    if (ls->flat == NULL || ls->flat_ssl == NULL)
+    ls->flat_task = malloc((n ? n : 1) * sizeof(int));
+    if (ls->flat == NULL || ls->flat_ssl == NULL || ls->flat_task == NULL)
         return -ENOMEM;
     ls->nflat = 0;
     for (size_t i = 0; i < ls->n; i++) {
         for (int j = 0; j < ls->v[i].nfds; j++) {
             ls->flat_ssl[ls->nflat] = ls->v[i].ssl;
+            ls->flat_task[ls->nflat] = ls->v[i].task;
             ls->flat[ls->nflat++] = ls->v[i].fds[j];
         }
     }
@@ -243,46 +290,121 @@ static void listeners_free_except(struct listeners *ls, const struct listeners *
     free(ls->v);
     free(ls->flat);
     free(ls->flat_ssl);
+    free(ls->flat_task);
     memset(ls, 0, sizeof(*ls));
 }
 
-int listeners_rebind(const struct listeners *old, const struct config *c,
+/* Drops a rebind that did not commit: the sockets it kept get back the
+ * SO_REUSEPORT setting they had, and those it bound close. */
+static void listeners_undo(struct listeners *nls, const struct listeners *old)
+{
+    for (size_t i = 0; i < nls->n; i++)
+        if (nls->v[i].flipped)
+            listener_set_reuse_port(&nls->v[i], false);
+    listeners_free_except(nls, old);
+}
+
+/* Which listeners reuse_port cannot split, and why, once per socket. */
+static void listener_note_shared(struct listener *l, const struct config *c,
+                                 const struct listen_spec *s)
+{
+    if (!c->reuse_port || l->task >= 0 || l->noted)
+        return;
+    l->noted = true;
+    if (s->kind == LISTEN_UNIX)
+        log_msg(LOG_NOTICE, 0, "listen = %s: reuse_port does not apply to unix sockets (Linux "
+                "spreads connections over SO_REUSEPORT sockets for TCP only): every worker "
+                "accepts on this one", s->text);
+    else
+        log_msg(LOG_NOTICE, 0, "listen = %s: reuse_port does not apply to the socket systemd "
+                "passed (sockets of our own beside it would not outlive a restart as it does, "
+                "and what they queued would be lost): every worker accepts on it", s->text);
+}
+
+/*
+ * Appends socket `task` of s to out: 0 for the first socket of a listen
+ * (which becomes -1, shared by every worker, unless s gets one socket per
+ * worker), i >= 1 for the others. The socket is the old one with the same
+ * key, else (the first only) the one systemd passed, else bound on port.
+ * Returns 0 or -errno (logged but for -ENOMEM).
+ */
+static int listeners_add(struct listeners *out, const struct listeners *old,
+                         const struct config *c, const struct listen_spec *s, int task,
+                         unsigned port, int workers, struct sd_listen_fds *inherited)
+{
+    struct listener *l = &out->v[out->n];
+    const struct listener *same;
+    int rc;
+
+    l->key = listener_key(s, task);
+    if (l->key == NULL)
+        return -ENOMEM;
+    out->n++;
+    l->ssl = s->ssl;
+    l->task = task;
+    same = listeners_find(old, l->key);
+    if (same != NULL) {
+        memcpy(l->fds, same->fds, sizeof(l->fds));
+        l->nfds = same->nfds;
+        l->passed = same->passed;
+        l->reuse_port = same->reuse_port;
+        l->noted = same->noted;
+        if (same->unix_path != NULL && (l->unix_path = strdup(same->unix_path)) == NULL)
+            return -ENOMEM;
+    } else if (task == 0 && listener_claim(l, s, inherited)) {
+        l->passed = true;
+        if (s->kind == LISTEN_TCP)
+            listener_set_nodelay(l);
+        log_msg(LOG_INFO, 0, "listen = %s: using the socket systemd passed", s->text);
+    }
+    if (task == 0 && !(c->reuse_port && s->kind == LISTEN_TCP && !l->passed))
+        l->task = -1;
+    listener_note_shared(l, c, s);
+    if (l->nfds == 0)
+        return listener_bind(l, c, s, port, workers);
+    /* Turning reuse_port off keeps the flag: the sockets of the old
+     * generation's workers are still in the port's group, and Linux would
+     * not forget the port's SO_REUSEPORT state before a restart anyway. */
+    if (l->task >= 0 && !l->reuse_port) {
+        rc = listener_set_reuse_port(l, true);
+        if (rc < 0) {
+            log_msg(LOG_ERR, rc, "%s:%d: [server] listen = %s: reuse_port on the running socket",
+                    c->path, s->line, s->text);
+            return rc;
+        }
+        l->flipped = true;
+    }
+    return 0;
+}
+
+int listeners_rebind(const struct listeners *old, const struct config *c, int workers,
                      struct sd_listen_fds *inherited, struct listeners *out)
 {
+    size_t cap = 0;
     int rc = -ENOMEM;
 
+    assert(workers >= 1);
     memset(out, 0, sizeof(*out));
-    out->v = calloc(c->n_listens, sizeof(*out->v));
+    for (size_t i = 0; i < c->n_listens; i++)
+        cap += c->reuse_port && c->listens[i].kind == LISTEN_TCP ? (size_t)workers : 1;
+    out->v = calloc(cap, sizeof(*out->v));
     if (out->v == NULL)
         goto fail;
     for (size_t i = 0; i < c->n_listens; i++) {
         const struct listen_spec *s = &c->listens[i];
-        struct listener *l = &out->v[out->n];
-        const struct listener *same;
+        const struct listener *first = &out->v[out->n];
+        unsigned port;
 
-        l->key = listener_key(s);
-        if (l->key == NULL)
-            goto fail;
-        out->n++;
-        l->ssl = s->ssl;
-        same = listeners_find(old, l->key);
-        if (same != NULL) {
-            memcpy(l->fds, same->fds, sizeof(l->fds));
-            l->nfds = same->nfds;
-            if (same->unix_path != NULL && (l->unix_path = strdup(same->unix_path)) == NULL)
-                goto fail;
-            continue;
-        }
-        if (listener_claim(l, s, inherited)) {
-            if (s->kind == LISTEN_TCP)
-                listener_set_nodelay(l);
-            log_msg(LOG_INFO, 0, "listen = %s: using the socket systemd passed", s->text);
-            continue;
-        }
-        rc = listener_bind(l, c, s);
+        rc = listeners_add(out, old, c, s, 0, s->port, workers, inherited);
         if (rc < 0)
             goto fail;
-        rc = -ENOMEM;
+        /* Port 0: the kernel chose socket 0's, the others share it. */
+        port = s->port != 0 || first->task < 0 ? s->port : listener_port(first);
+        for (int task = 1; first->task == 0 && task < workers; task++) {
+            rc = listeners_add(out, old, c, s, task, port, workers, NULL);
+            if (rc < 0)
+                goto fail;
+        }
     }
     rc = listeners_flatten(out);
     if (rc < 0)
@@ -291,18 +413,19 @@ int listeners_rebind(const struct listeners *old, const struct config *c,
 fail:
     if (rc == -ENOMEM)
         log_msg(LOG_ERR, rc, "binding listeners");
-    listeners_free_except(out, old);
+    listeners_undo(out, old);
     return rc;
 }
 
-int listeners_bind(struct listeners *ls, const struct config *c, struct sd_listen_fds *inherited)
+int listeners_bind(struct listeners *ls, const struct config *c, int workers,
+                   struct sd_listen_fds *inherited)
 {
-    return listeners_rebind(NULL, c, inherited, ls);
+    return listeners_rebind(NULL, c, workers, inherited, ls);
 }
 
 void listeners_discard_new(struct listeners *nls, const struct listeners *old)
 {
-    listeners_free_except(nls, old);
+    listeners_undo(nls, old);
 }
 
 void listeners_replace(struct listeners *old, struct listeners *nls)
@@ -317,10 +440,70 @@ void listeners_close(struct listeners *ls)
     listeners_free_except(ls, NULL);
 }
 
-const int *listeners_fds(const struct listeners *ls, const bool **ssl, size_t *n)
+/* The sockets of the listen whose first socket is ls->v[i]; 0 if it has
+ * no SO_REUSEPORT group of ours. */
+static unsigned listeners_group_size(const struct listeners *ls, size_t i)
 {
-    *n = ls->nflat;
-    if (ssl != NULL)
-        *ssl = ls->flat_ssl;
-    return ls->flat;
+    unsigned n = 1;
+
+    if (!ls->v[i].reuse_port || ls->v[i].task > 0)
+        return 0;
+    while (i + n < ls->n && ls->v[i + n].task == (int)n)
+        n++;
+    return n;
+}
+
+int listeners_steer(const struct listeners *ls)
+{
+    int steered = 0;
+
+    for (size_t i = 0; i < ls->n; i++) {
+        unsigned n = listeners_group_size(ls, i);
+        struct sock_filter pick[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)(SKF_AD_OFF + SKF_AD_RANDOM)),
+            BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, n),
+            BPF_STMT(BPF_RET | BPF_A, 0),
+        };
+        struct sock_fprog prog = { .len = sizeof(pick) / sizeof(pick[0]), .filter = pick };
+        bool ok = n > 0;
+
+        /* One group per address of the listen, each with socket 0 first. */
+        for (int j = 0; ok && j < ls->v[i].nfds; j++)
+            ok = setsockopt(ls->v[i].fds[j], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog,
+                            sizeof(prog)) == 0;
+        if (n > 0 && !ok)
+            log_msg(LOG_WARNING, -errno, "%s: steering connections away from the sockets "
+                    "that close", ls->v[i].key);
+        steered += ok;
+    }
+    return steered;
+}
+
+void listeners_unsteer(const struct listeners *ls)
+{
+    int none = 0;
+
+    for (size_t i = 0; i < ls->n; i++)
+        for (int j = 0; listeners_group_size(ls, i) > 0 && j < ls->v[i].nfds; j++)
+            setsockopt(ls->v[i].fds[j], SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &none, sizeof(none));
+}
+
+size_t listeners_take_for_task(struct listeners *ls, int task, const int **fds,
+                               const bool **ssl)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < ls->nflat; i++) {
+        if (ls->flat_task[i] >= 0 && ls->flat_task[i] != task) {
+            close(ls->flat[i]);
+            continue;
+        }
+        ls->flat[n] = ls->flat[i];
+        ls->flat_ssl[n] = ls->flat_ssl[i];
+        ls->flat_task[n++] = ls->flat_task[i];
+    }
+    ls->nflat = n;
+    *fds = ls->flat;
+    *ssl = ls->flat_ssl;
+    return n;
 }

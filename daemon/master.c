@@ -82,6 +82,7 @@ struct master {
     unsigned generation;
     bool reloading;             /* the newest generation is not all ready yet */
     bool announced;             /* logged (and told the launcher) that we serve */
+    bool steered;               /* listeners_steer is on until the leaving workers are gone */
     ev_tstamp *deaths;          /* ring of unexpected deaths, max_restarts + 1 */
     size_t ndeaths, death_head;
     int pidfile_fd;
@@ -291,6 +292,29 @@ static void master_worker_died(struct master *m, const struct proc *p, int statu
     ev_timer_start(m->loop, &t->restart);
 }
 
+/* Once no worker of an older generation and no retiring one is left, the
+ * reuse_port sockets they accepted on are closed: the kernel may choose
+ * among the others by its hash again. */
+static void master_check_steering(struct master *m)
+{
+    if (!m->steered)
+        return;
+    for (int i = 0; i < SCOREBOARD_SLOTS; i++) {
+        const struct proc *p = &m->procs[i];
+        if (p->pid != 0 && (p->retiring || p->generation < m->generation))
+            return;
+    }
+    listeners_unsteer(&m->ls);
+    m->steered = false;
+}
+
+/* The listeners changed: until the workers that hold the sockets they
+ * dropped are gone, no new connection for those. */
+static void master_steer(struct master *m)
+{
+    m->steered = listeners_steer(&m->ls) > 0;
+}
+
 static void master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     struct master *m = w->data;
@@ -309,6 +333,7 @@ static void master_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     if (m->state == RUNNING) {
         if (m->reloading)
             master_check_generation_ready(m);
+        master_check_steering(m);
     } else if (live_workers(m) == 0) {
         ev_break(loop, EVBREAK_ALL);
     }
@@ -370,7 +395,11 @@ static void master_spawn(struct master *m, int task_id)
         struct worker_args a;
 
         master_forget(m);
-        fds = listeners_fds(&m->ls, &ssl, &nfds);
+        /* Under reuse_port the sockets of the other task ids are not ours:
+         * holding them would keep a socket the master dropped (TTOU, a
+         * reload to fewer workers) in its port's group, queueing
+         * connections nobody accepts, and would blur fd counts. */
+        nfds = listeners_take_for_task(&m->ls, task_id, &fds, &ssl);
         a = (struct worker_args){ .config = m->cfg, .fds = fds, .fd_ssl = ssl, .nfds = nfds,
                                   .tls = m->tls, .sb = m->sb,
                                   .slot = slot, .task_id = task_id, .generation = m->generation,
@@ -415,6 +444,30 @@ static int master_set_tasks(struct master *m, int n)
     }
     m->tasks = t;
     m->ntasks = n;
+    return 0;
+}
+
+/* TTIN, TTOU: n workers on the running config. Under reuse_port that binds
+ * the new worker's sockets first, or closes the master's copies of the
+ * leaving one's (which closes its own as it stops accepting). Returns 0,
+ * or -errno with the running service unchanged (logged, naming what). */
+static int master_set_workers(struct master *m, int n, const char *what)
+{
+    struct listeners nls;
+    int rc = listeners_rebind(&m->ls, m->cfg, n, NULL, &nls);
+
+    if (rc < 0) {
+        log_msg(LOG_ERR, 0, "%s refused, %d worker%s stay%s", what, m->ntasks,
+                m->ntasks == 1 ? "" : "s", m->ntasks == 1 ? "s" : "");
+        return rc;
+    }
+    rc = master_set_tasks(m, n);
+    if (rc < 0) {
+        listeners_discard_new(&nls, &m->ls);
+        log_msg(LOG_ERR, rc, "%s", what);
+        return rc;
+    }
+    listeners_replace(&m->ls, &nls);
     return 0;
 }
 
@@ -483,7 +536,7 @@ static void master_reload(struct master *m)
         if (warning[0] != '\0')
             log_msg(LOG_WARNING, 0, "%s", warning);
     }
-    rc = listeners_rebind(&m->ls, next, NULL, &nls);
+    rc = listeners_rebind(&m->ls, next, config_workers(next), NULL, &nls);
     if (rc < 0) {
         SSL_CTX_free(tls);
         master_reload_failed(m, next, "a listen could not be bound");
@@ -502,6 +555,9 @@ static void master_reload(struct master *m)
     /* Committed: old listeners that the new config dropped close now (the
      * old workers hold their own copies until they exit). */
     listeners_replace(&m->ls, &nls);
+    /* Before the forks: the old workers then have until they are told to
+     * quit to accept what the sockets on their way out hold. */
+    master_steer(m);
     config_free(m->cfg);
     free(m->cfg);
     m->cfg = next;
@@ -637,22 +693,27 @@ static void master_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     case SIGTTIN:
         if (m->state != RUNNING || m->ntasks >= WORKERS_MAX)
             break;
-        if (master_set_tasks(m, m->ntasks + 1) == 0) {
+        if (master_set_workers(m, m->ntasks + 1, "TTIN") == 0) {
             log_msg(LOG_NOTICE, 0, "TTIN: %d workers", m->ntasks);
             master_spawn(m, m->ntasks - 1);
+            /* A steering under way must count the new socket in. */
+            if (m->steered)
+                master_steer(m);
         }
         break;
     case SIGTTOU:
-        if (m->state != RUNNING || m->ntasks <= 1)
+        if (m->state != RUNNING || m->ntasks <= 1 ||
+            master_set_workers(m, m->ntasks - 1, "TTOU") < 0)
             break;
+        master_steer(m);
         for (int i = 0; i < SCOREBOARD_SLOTS; i++) {
             struct proc *p = &m->procs[i];
-            if (p->pid != 0 && p->task_id == m->ntasks - 1 && !p->retiring) {
+            if (p->pid != 0 && p->task_id == m->ntasks && !p->retiring) {
                 p->retiring = true;
                 kill(p->pid, SIGQUIT);
             }
         }
-        master_set_tasks(m, m->ntasks - 1);
+        master_check_steering(m);
         log_msg(LOG_NOTICE, 0, "TTOU: %d worker%s", m->ntasks, m->ntasks == 1 ? "" : "s");
         break;
     }
@@ -747,7 +808,7 @@ int master_run(struct config *c, const struct master_options *opt)
             log_msg(LOG_WARNING, 0, "%s", warning);
     }
     sd_notifier_open(&m.sd);
-    rc = listeners_bind(&m.ls, c, opt->inherited);
+    rc = listeners_bind(&m.ls, c, config_workers(c), opt->inherited);
     if (opt->inherited != NULL && (n = sd_listen_fds_close_unclaimed(opt->inherited)) > 0)
         log_msg(LOG_WARNING, 0, "%zu socket%s passed by systemd match%s no listen, closed",
                 n, n == 1 ? "" : "s", n == 1 ? "es" : "");

@@ -152,6 +152,14 @@ static void worker_quit_cb(struct ev_loop *loop, ev_signal *s, int revents)
     if (w->draining)
         return;
     w->draining = true;
+    /* Under reuse_port our socket may be on its way out (TTOU, a reload to
+     * fewer workers) and close with us: what it queued, the kernel has
+     * accepted for us already, so serve that rather than have the close
+     * reset it. The master steers new connections away from it first. A
+     * shared socket stays open in the master; there it waits as before. */
+    for (int k = 0; w->a->config->reuse_port && k < 2; k++)
+        if (w->srv[k] != NULL)
+            pf_tcp_server_accept_now(w->srv[k]);
     worker_stop_servers(w, false);
     if (w->http != NULL)
         http_server_drain(w->http);

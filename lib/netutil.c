@@ -336,13 +336,9 @@ static bool accept_must_pause(int err)
     return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
-static void accept_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* One wakeup's work: up to h->batch connections. */
+static void accept_batch(struct pf_accept_handler *h)
 {
-    struct pf_accept_handler *h = (struct pf_accept_handler *)
-        ((char *)w - offsetof(struct pf_accept_handler, io));
-
-    (void)loop;
-    (void)revents;
     for (unsigned i = 0; i < h->batch; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
@@ -368,6 +364,19 @@ static void accept_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (!ev_is_active(&h->io))
             return;
     }
+}
+
+static void accept_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    accept_batch((struct pf_accept_handler *)((char *)w - offsetof(struct pf_accept_handler, io)));
+}
+
+void pf_accept_handler_accept_now(struct pf_accept_handler *h)
+{
+    if (h->loop != NULL && ev_is_active(&h->io))
+        accept_batch(h);
 }
 
 static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)

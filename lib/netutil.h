@@ -94,6 +94,11 @@ int pf_add_accept_handler(struct ev_loop *loop, struct pf_accept_handler *h,
                           int listen_fd, unsigned batch, pf_accept_cb cb);
 /* Stops every watcher of h; does not close listen_fd. Idempotent. */
 void pf_remove_accept_handler(struct pf_accept_handler *h);
+/* Accepts what listen_fd has queued now, up to `batch` connections (cb
+ * runs for each), as a wakeup would, without waiting for the loop; nothing
+ * while h is paused or removed. For a listener about to close: the kernel
+ * resets the connections left in its queue. */
+void pf_accept_handler_accept_now(struct pf_accept_handler *h);
 /* Stop / restart watching the listener (e.g. at max_connections); queued
  * connections wait in the kernel's accept queue meanwhile. */
 void pf_accept_handler_pause(struct pf_accept_handler *h);

@@ -267,6 +267,13 @@ int pf_tcp_server_start(struct pf_tcp_server *srv, int num_processes,
     return 0;
 }
 
+void pf_tcp_server_accept_now(struct pf_tcp_server *srv)
+{
+    /* A callback may stop the server: srv->n is read again each time. */
+    for (size_t i = 0; i < srv->n; i++)
+        pf_accept_handler_accept_now(srv->handlers[i]);
+}
+
 void pf_tcp_server_stop(struct pf_tcp_server *srv)
 {
     for (size_t i = 0; i < srv->n; i++)

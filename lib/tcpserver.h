@@ -76,6 +76,11 @@ int pf_tcp_server_bind(struct pf_tcp_server *srv, unsigned port,
  */
 int pf_tcp_server_start(struct pf_tcp_server *srv, int num_processes,
                         int max_restarts);
+/* Accepts what the listeners have queued now (one batch each, as a wakeup
+ * would), e.g. right before pf_tcp_server_stop: closing a listener resets
+ * the connections the kernel queued on it. Nothing while paused at
+ * max_connections. */
+void pf_tcp_server_accept_now(struct pf_tcp_server *srv);
 /* Stop accepting and close every listener. Open streams go on. */
 void pf_tcp_server_stop(struct pf_tcp_server *srv);
 /* Close every stream this server accepted that is still open (a fast
