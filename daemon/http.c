@@ -182,6 +182,18 @@ static bool head_add(char *out, size_t *at, size_t cap, const char *fmt, ...)
     return true;
 }
 
+/* Appends len bytes of s to out[*at..cap); false if they did not fit. */
+static bool head_put(char *out, size_t *at, size_t cap, const char *s, size_t len)
+{
+    if (len >= cap - *at)
+        return false;
+    memcpy(out + *at, s, len);
+    *at += len;
+    return true;
+}
+
+#define HEAD_PUT_LITERAL(out, at, cap, lit) head_put(out, at, cap, lit, sizeof(lit) - 1)
+
 /* ---- http_parser callbacks: note where things are, copy nothing ---- */
 
 static int on_url(http_parser *p, const char *at, size_t len)
@@ -292,14 +304,22 @@ static void count_and_log(struct http_conn *cn, const struct request *r,
 static size_t head_start(struct http_conn *cn, const struct request *r, int status,
                          char *out, size_t cap)
 {
+    const char *reason = reason_phrase(status), *date = http_date_now(cn->h);
+    char code[5] = { (char)('0' + status / 100), (char)('0' + status / 10 % 10),
+                     (char)('0' + status % 10), ' ', '\0' };
     size_t at = 0;
 
-    head_add(out, &at, cap, "HTTP/1.1 %d %s\r\n" HTTP_SERVER_HEADER "Date: %s\r\n", status,
-             reason_phrase(status), http_date_now(cn->h));
+    /* memcpy, not printf: this runs for every response. */
+    HEAD_PUT_LITERAL(out, &at, cap, "HTTP/1.1 ");
+    head_put(out, &at, cap, code, 4);
+    head_put(out, &at, cap, reason, strlen(reason));
+    HEAD_PUT_LITERAL(out, &at, cap, "\r\n" HTTP_SERVER_HEADER "Date: ");
+    head_put(out, &at, cap, date, strlen(date));
+    HEAD_PUT_LITERAL(out, &at, cap, "\r\n");
     if (cn->close_after)
-        head_add(out, &at, cap, "Connection: close\r\n");
+        HEAD_PUT_LITERAL(out, &at, cap, "Connection: close\r\n");
     else if (r != NULL && r->p.http_minor == 0)
-        head_add(out, &at, cap, "Connection: keep-alive\r\n");
+        HEAD_PUT_LITERAL(out, &at, cap, "Connection: keep-alive\r\n");
     return at;
 }
 
@@ -490,16 +510,22 @@ static void respond_file(struct http_conn *cn, const struct request *r, struct h
     if (rr == RANGE_OK)
         status = 206;
     at = head_start(cn, r, status, head, sizeof(head));
-    head_add(head, &at, sizeof(head), "Last-Modified: %s\r\nETag: %s\r\n", f->last_modified,
-             f->etag);
-    if (status != 304) {
-        head_add(head, &at, sizeof(head), "Content-Type: %s\r\nContent-Length: %lld\r\n"
-                 "Accept-Ranges: bytes\r\n", f->type, (long long)(size ? last - first + 1 : 0));
+    if (status == 304 && f->fields_len > 0) {
+        head_put(head, &at, sizeof(head), f->fields, f->validators_len);
+    } else if (status == 200 && f->fields_len > 0) {
+        head_put(head, &at, sizeof(head), f->fields, f->fields_len);
+    } else {
+        head_add(head, &at, sizeof(head), "Last-Modified: %s\r\nETag: %s\r\n",
+                 f->last_modified, f->etag);
+        if (status != 304)
+            head_add(head, &at, sizeof(head), "Content-Type: %s\r\nContent-Length: %lld\r\n"
+                     "Accept-Ranges: bytes\r\n", f->type,
+                     (long long)(size ? last - first + 1 : 0));
         if (status == 206)
             head_add(head, &at, sizeof(head), "Content-Range: bytes %lld-%lld/%lld\r\n",
                      (long long)first, (long long)last, (long long)size);
     }
-    head_add(head, &at, sizeof(head), "\r\n");
+    HEAD_PUT_LITERAL(head, &at, sizeof(head), "\r\n");
     rs = (struct response){ .status = status, .head = at };
     if (status != 304 && r->p.method == HTTP_GET && size > 0)
         rs.body = (unsigned long long)(last - first + 1);

@@ -19,6 +19,9 @@
 #define HTTP_CACHE_IS_DIR 1
 
 /* One regular file, ready to serve. Read-only for users. */
+/* Room for a file's prebuilt header fields (a long MIME type fits). */
+#define HTTP_FILE_FIELDS_MAX 320
+
 struct http_file {
     int fd;                     /* open for sendfile; shared by sends in flight */
     struct stat st;
@@ -26,6 +29,11 @@ struct http_file {
     const char *type;           /* Content-Type */
     char etag[48];              /* "mtime-size" in hex, quoted (nginx's) */
     char last_modified[40];     /* IMF-fixdate */
+    /* A 200's headers about the file, made once: Last-Modified and ETag
+     * (the first validators_len bytes: a 304's), then Content-Type,
+     * Content-Length and Accept-Ranges. fields_len 0: did not fit. */
+    char fields[HTTP_FILE_FIELDS_MAX];
+    unsigned short fields_len, validators_len;
     unsigned refs;              /* private */
     bool cached;                /* private: in the table */
     double checked;             /* private */
