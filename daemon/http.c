@@ -276,7 +276,6 @@ static const char *conn_peer(const struct http_conn *cn, char *out, size_t len)
     return out;
 }
 
-
 static void count_and_log(struct http_conn *cn, const struct request *r,
                           const struct response *rs)
 {

@@ -483,9 +483,12 @@ void listeners_unsteer(const struct listeners *ls)
 {
     int none = 0;
 
-    for (size_t i = 0; i < ls->n; i++)
-        for (int j = 0; listeners_group_size(ls, i) > 0 && j < ls->v[i].nfds; j++)
+    for (size_t i = 0; i < ls->n; i++) {
+        if (listeners_group_size(ls, i) == 0)
+            continue;
+        for (int j = 0; j < ls->v[i].nfds; j++)
             setsockopt(ls->v[i].fds[j], SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &none, sizeof(none));
+    }
 }
 
 size_t listeners_take_for_task(struct listeners *ls, int task, const int **fds,

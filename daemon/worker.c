@@ -157,9 +157,10 @@ static void worker_quit_cb(struct ev_loop *loop, ev_signal *s, int revents)
      * accepted for us already, so serve that rather than have the close
      * reset it. The master steers new connections away from it first. A
      * shared socket stays open in the master; there it waits as before. */
-    for (int k = 0; w->a->config->reuse_port && k < 2; k++)
-        if (w->srv[k] != NULL)
-            pf_tcp_server_accept_now(w->srv[k]);
+    if (w->a->config->reuse_port)
+        for (int k = 0; k < 2; k++)
+            if (w->srv[k] != NULL)
+                pf_tcp_server_accept_now(w->srv[k]);
     worker_stop_servers(w, false);
     if (w->http != NULL)
         http_server_drain(w->http);

@@ -62,7 +62,6 @@ struct pf_iostream {
     int close_reason;
     uint8_t rmode;              /* enum read_mode */
     uint8_t dlen;
-    uint8_t watching;           /* EV_READ | EV_WRITE: what io waits for */
     bool partial;               /* read_bytes: 1..n bytes will do */
     bool delivering;            /* inside deliver(): it picks up new reads itself */
     bool not_socket;            /* send() said ENOTSOCK: use write() */
@@ -104,7 +103,7 @@ struct pf_iostream {
     SSL *ssl;                   /* NULL: a plain stream */
     pf_handshake_cb hs_cb;      /* TLS: to run once the handshake is done */
 
-    ev_io io;                   /* both directions: `watching` says which */
+    ev_io io;                   /* both directions: see watch() */
     ev_timer idle;
     /* Fed, never started: work the loop owes the stream. EV_CUSTOM: the
      * handshake callback, write completions, buffered bytes for a read;
@@ -207,11 +206,11 @@ static void defer(struct pf_iostream *s, int what)
  * backend reports again on the next poll. */
 static void watch(struct pf_iostream *s, int dir, bool on)
 {
-    int want = on ? s->watching | dir : s->watching & ~dir;
+    int now = ev_is_active(&s->io) ? s->io.events & (EV_READ | EV_WRITE) : 0;
+    int want = on ? now | dir : now & ~dir;
 
-    if (want == s->watching)
+    if (want == now)
         return;
-    s->watching = (uint8_t)want;
     ev_io_stop(s->loop, &s->io);
     if (want != 0) {
         ev_io_modify(&s->io, want);
@@ -490,8 +489,6 @@ int pf_iostream_read_until(struct pf_iostream *s, const char *delim, size_t dlen
                            size_t max_bytes, pf_read_cb cb)
 {
     assert(dlen > 0 && dlen <= PF_IOSTREAM_DELIM_MAX);
-    if (s->closed || s->eof || s->lingering)
-        return -EPIPE;
     memcpy(s->delim, delim, dlen);
     s->dlen = (uint8_t)dlen;
     s->rmax = max_bytes ? max_bytes : SIZE_MAX;
@@ -502,8 +499,6 @@ int pf_iostream_read_until_match(struct pf_iostream *s, pf_match_fn match, void 
                                  size_t max_bytes, pf_read_cb cb)
 {
     assert(match != NULL);
-    if (s->closed || s->eof || s->lingering)
-        return -EPIPE;
     s->match.fn = match;
     s->match.arg = arg;
     s->rmax = max_bytes ? max_bytes : SIZE_MAX;
