@@ -37,6 +37,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemonutil.h"
 #include "testutil.h"
 
 #define TCASE_TIMEOUT_SEC 40
@@ -57,7 +58,6 @@
 #define MAX_DAEMONS 2
 #define MAX_SOCKETS 256
 #define LOG_MAX 65536
-#define LOG_TAIL_MAX 2500
 /* Short connections of the fairness test, and the least share a worker of
  * two may get (an even split gives 50 %; 20 % is 11 sigmas away). */
 #define FAIR_CONNECTIONS 200
@@ -72,20 +72,10 @@
 /* A load loop with fewer round trips did not load anything. */
 #define MIN_CLIENT_ROUNDS 50
 
-static char suite_dir[] = "/tmp/check_reuseport-XXXXXX";
+static struct du_suite suite;
 static char test_dir[PATH_MAX];
-static const char *preforkd_path;
-
-struct daemon {
-    pid_t pid;          /* the master; 0: not started */
-    bool reaped;
-    int status;
-    unsigned port;      /* its TCP listen on 127.0.0.1 (0 in the config: the one it got) */
-    char conf[PATH_MAX];
-    char log[PATH_MAX];
-};
-
-static struct daemon daemons[MAX_DAEMONS];
+/* A daemon's port is its TCP listen on 127.0.0.1 (0 in the config: the one it got). */
+static struct du_daemon daemons[MAX_DAEMONS];
 
 /* What a test's config says. */
 struct conf {
@@ -111,41 +101,11 @@ struct load {
 
 /* ---- daemons ---- */
 
-static void reap_children(void)
-{
-    pid_t pid;
-    int status;
-
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        for (int i = 0; i < MAX_DAEMONS; i++)
-            if (daemons[i].pid == pid) {
-                daemons[i].reaped = true;
-                daemons[i].status = status;
-            }
-}
-
-/* d's whole log (up to LOG_MAX), in a buffer the next call reuses. */
-static const char *read_log(const struct daemon *d)
-{
-    static char buf[LOG_MAX];
-
-    tu_read_file(d->log, buf, sizeof(buf));
-    return buf;
-}
-
-static const char *log_tail(const struct daemon *d)
-{
-    const char *buf = read_log(d);
-    size_t len = strlen(buf);
-
-    return len > LOG_TAIL_MAX ? buf + len - LOG_TAIL_MAX : buf;
-}
-
 /* How many lines of d's log hold needle; *level gets the level of the
  * first ("notice" for "[notice]"). */
-static int log_lines(const struct daemon *d, const char *needle, char level[16])
+static int log_lines(const struct du_daemon *d, const char *needle, char level[16])
 {
-    const char *buf = read_log(d);
+    const char *buf = du_log(d);
     int n = 0;
 
     level[0] = '\0';
@@ -160,96 +120,35 @@ static int log_lines(const struct daemon *d, const char *needle, char level[16])
     return n;
 }
 
-static void write_conf(struct daemon *d, const struct conf *c)
+static void write_conf(struct du_daemon *d, const struct conf *c)
 {
-    char tmp[PATH_MAX + 8], root[PATH_MAX];
-    FILE *f;
+    char root[PATH_MAX];
 
     ck_assert_int_lt(snprintf(root, sizeof(root), "%s/www", test_dir), (int)sizeof(root));
     mkdir(root, 0755);
-    snprintf(tmp, sizeof(tmp), "%s.new", d->conf);
-    f = fopen(tmp, "w");
-    ck_assert_ptr_nonnull(f);
-    fprintf(f, "[daemon]\nworkers = %d\ngraceful_timeout = %d\n[server]\n"
-            "listen = 127.0.0.1:%u\nreuse_port = %s\nhandler = %s\n%s"
-            "[http]\nroot = %s\nstatus_path = /status\n",
-            c->workers, GRACEFUL_TIMEOUT_SEC, d->port, c->reuse_port ? "yes" : "no",
-            c->http ? "http" : "echo", c->extra ? c->extra : "", root);
-    ck_assert_int_eq(fclose(f), 0);
-    /* The master may read it any time: it appears whole. */
-    ck_assert_int_eq(rename(tmp, d->conf), 0);
+    du_write_conf(d, "[daemon]\nworkers = %d\ngraceful_timeout = %d\n[server]\n"
+                  "listen = 127.0.0.1:%u\nreuse_port = %s\nhandler = %s\n%s"
+                  "[http]\nroot = %s\nstatus_path = /status\n",
+                  c->workers, GRACEFUL_TIMEOUT_SEC, d->port, c->reuse_port ? "yes" : "no",
+                  c->http ? "http" : "echo", c->extra ? c->extra : "", root);
 }
 
-/* What a child does before it execs the daemon (may be NULL). */
-typedef void (*launch_hook)(void *arg);
-
-/* Starts `preforkd -f -c conf` for c in a process group of its own, on
- * port (0: the kernel picks). */
-static struct daemon *daemon_launch(const struct conf *c, unsigned port, launch_hook hook,
-                                    void *arg)
+/* Starts `preforkd -f -c conf` for c, on port (0: the kernel picks); hook
+ * (may be NULL) runs in the child before the exec. */
+static struct du_daemon *daemon_launch(const struct conf *c, unsigned port,
+                                       void (*hook)(void *arg), void *arg)
 {
-    struct daemon *d = NULL;
-    pid_t test = getpid();
+    struct du_daemon *d = du_next(daemons, MAX_DAEMONS, test_dir);
 
-    for (int i = 0; i < MAX_DAEMONS && d == NULL; i++)
-        if (daemons[i].pid == 0)
-            d = &daemons[i];
-    ck_assert_ptr_nonnull(d);
     d->port = port;
-    ck_assert(snprintf(d->conf, sizeof(d->conf), "%s/d%d.conf", test_dir,
-                       (int)(d - daemons)) < (int)sizeof(d->conf));
-    ck_assert(snprintf(d->log, sizeof(d->log), "%s/d%d.log", test_dir,
-                       (int)(d - daemons)) < (int)sizeof(d->log));
     write_conf(d, c);
-    d->pid = fork();
-    ck_assert_int_ge(d->pid, 0);
-    if (d->pid == 0) {
-        const char *argv[] = { preforkd_path, "-f", "-c", d->conf, NULL };
-
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != test)
-            _exit(126);
-        if (hook != NULL)
-            hook(arg);
-        tu_exec_child(preforkd_path, (char *const *)argv, d->log, d->log);
-    }
-    setpgid(d->pid, d->pid);
-    tu_record_pgid(suite_dir, d->pid);
+    du_launch(&suite, d, hook, arg);
     return d;
 }
 
-static bool daemon_exited(struct daemon *d)
+static bool daemon_exited(struct du_daemon *d)
 {
-    reap_children();
-    return d->reaped;
-}
-
-static bool group_gone(const struct daemon *d)
-{
-    reap_children();
-    return kill(-d->pid, 0) < 0 && errno == ESRCH;
-}
-
-static bool wait_group_gone(const struct daemon *d, double timeout_sec)
-{
-    double deadline = tu_now() + timeout_sec;
-    bool gone;
-
-    while (!(gone = group_gone(d)) && tu_now() < deadline)
-        usleep(10000);
-    return gone;
-}
-
-static void daemon_stop(struct daemon *d)
-{
-    if (d->pid <= 0)
-        return;
-    kill(-d->pid, SIGTERM);
-    if (!wait_group_gone(d, STOP_GRACE_SEC)) {
-        kill(-d->pid, SIGKILL);
-        wait_group_gone(d, STOP_GRACE_SEC);
-    }
+    return du_wait_exit(d, 0);
 }
 
 /* ---- sockets seen from /proc ---- */
@@ -337,7 +236,7 @@ struct holdings {
     unsigned long of_worker[MAX_WORKERS];   /* the first each worker holds */
 };
 
-static void holdings_of(const struct daemon *d, const struct workers *ws, struct holdings *h)
+static void holdings_of(const struct du_daemon *d, const struct workers *ws, struct holdings *h)
 {
     memset(h, 0, sizeof(*h));
     h->n = tcp_listeners(d->port, h->all, NULL, MAX_SOCKETS);
@@ -398,7 +297,7 @@ static bool accepting_worker(pid_t pid, int *id, unsigned *generation)
 
 /* True when the master's children are exactly n accepting workers #0..#n-1
  * of generation g (0: any one generation); fills ws. */
-static bool workers_are(const struct daemon *d, int n, unsigned g, struct workers *ws)
+static bool workers_are(const struct du_daemon *d, int n, unsigned g, struct workers *ws)
 {
     pid_t pids[MAX_WORKERS];
     int k = tu_children_of(d->pid, pids, MAX_WORKERS);
@@ -424,7 +323,7 @@ static bool workers_are(const struct daemon *d, int n, unsigned g, struct worker
 /* Waits until workers_are(d, n, g) holds twice SETTLE_SEC apart and, if
  * shared is 0 or 1, the holdings look so (1: shared). Fails the test on
  * timeout or if the master exits. */
-static void wait_workers(struct daemon *d, int n, unsigned g, int shared, struct workers *ws,
+static void wait_workers(struct du_daemon *d, int n, unsigned g, int shared, struct workers *ws,
                          double timeout_sec, const char *after)
 {
     double deadline = tu_now() + timeout_sec;
@@ -443,11 +342,11 @@ static void wait_workers(struct daemon *d, int n, unsigned g, int shared, struct
             }
         }
         ck_assert_msg(!daemon_exited(d), "%s: the master exited (status 0x%x)\n%s", after,
-                      (unsigned)d->status, log_tail(d));
+                      (unsigned)d->status, du_log_tail(d));
         ck_assert_msg(tu_now() < deadline, "%s: expected %d workers of generation %u, each with "
                       "%s, within %.1f s; %s\n%s", after, n, g,
                       shared == 1 ? "the one shared socket" : "a socket of its own", timeout_sec,
-                      describe_holdings(&h, ws), log_tail(d));
+                      describe_holdings(&h, ws), du_log_tail(d));
         usleep(10000);
     }
 }
@@ -474,16 +373,16 @@ static int dial(unsigned port)
     return err;
 }
 
-static void wait_serving(struct daemon *d)
+static void wait_serving(struct du_daemon *d)
 {
     double deadline = tu_now() + READY_TIMEOUT_SEC;
     int fd;
 
     while ((fd = dial(d->port)) < 0) {
         ck_assert_msg(!daemon_exited(d), "preforkd exited (status 0x%x) before accepting:\n%s",
-                      (unsigned)d->status, log_tail(d));
+                      (unsigned)d->status, du_log_tail(d));
         ck_assert_msg(tu_now() < deadline, "nothing accepts on 127.0.0.1:%u: %s\n%s", d->port,
-                      strerror(-fd), log_tail(d));
+                      strerror(-fd), du_log_tail(d));
         usleep(20000);
     }
     close(fd);
@@ -542,7 +441,7 @@ static void load_start(struct load *l, unsigned port)
 /* Stops the clients; fails the test if a connect failed, more than
  * max_echo_failures round trips failed after connecting, or the loop did
  * not run. */
-static void load_stop(struct load *l, const struct daemon *d, int max_echo_failures,
+static void load_stop(struct load *l, const struct du_daemon *d, int max_echo_failures,
                       const char *during)
 {
     int rounds, cf, ef;
@@ -556,13 +455,13 @@ static void load_stop(struct load *l, const struct daemon *d, int max_echo_failu
     ck_assert_msg(cf == 0 && ef <= max_echo_failures, "%s: %d connects and %d round trips "
                   "failed (at most %d may) of %d, the first with %s\n%s", during, cf, ef,
                   max_echo_failures, rounds + cf + ef, strerror(atomic_load(&l->first_errno)),
-                  log_tail(d));
+                  du_log_tail(d));
     ck_assert_msg(rounds >= MIN_CLIENT_ROUNDS, "%s: only %d round trips\n%s", during, rounds,
-                  log_tail(d));
+                  du_log_tail(d));
 }
 
 /* Rewrites d's config as c, sends HUP, and waits for generation g. */
-static void reload(struct daemon *d, const struct conf *c, unsigned g, struct workers *ws,
+static void reload(struct du_daemon *d, const struct conf *c, unsigned g, struct workers *ws,
                    const char *what)
 {
     write_conf(d, c);
@@ -574,7 +473,7 @@ static void reload(struct daemon *d, const struct conf *c, unsigned g, struct wo
 
 static void setup(void)
 {
-    tu_setup_test_dir(test_dir, sizeof(test_dir), suite_dir);
+    du_test_begin(&suite, test_dir, sizeof(test_dir));
     memset(daemons, 0, sizeof(daemons));
 }
 
@@ -583,22 +482,22 @@ static void setup(void)
 static void teardown(void)
 {
     for (int i = 0; i < MAX_DAEMONS; i++) {
-        struct daemon *d = &daemons[i];
+        struct du_daemon *d = &daemons[i];
         unsigned long left[MAX_SOCKETS];
 
         if (d->pid == 0)
             continue;
-        daemon_stop(d);
-        ck_assert_msg(group_gone(d), "processes of master %d survived SIGKILL", (int)d->pid);
+        du_stop(d, STOP_GRACE_SEC);
+        ck_assert_msg(du_group_gone(d), "processes of master %d survived SIGKILL", (int)d->pid);
         ck_assert_msg(d->port == 0 || tcp_listeners(d->port, left, NULL, MAX_SOCKETS) == 0,
                       "a socket still listens on 127.0.0.1:%u once preforkd is gone", d->port);
-        tu_assert_no_sanitizer_report(read_log(d));
+        tu_assert_no_sanitizer_report(du_log(d));
     }
 }
 
-static struct daemon *start(const struct conf *c, struct workers *ws)
+static struct du_daemon *start(const struct conf *c, struct workers *ws)
 {
-    struct daemon *d = daemon_launch(c, tu_free_port("127.0.0.1"), NULL, NULL);
+    struct du_daemon *d = daemon_launch(c, tu_free_port("127.0.0.1"), NULL, NULL);
 
     wait_serving(d);
     wait_workers(d, c->workers, 1, !c->reuse_port, ws, READY_TIMEOUT_SEC, "start");
@@ -640,7 +539,7 @@ START_TEST(test_2_workers_hold_a_socket_each_and_share_200_connections_fairly)
 {
     struct conf c = { .workers = 2, .reuse_port = true, .http = true };
     struct workers ws;
-    struct daemon *d = start(&c, &ws);
+    struct du_daemon *d = start(&c, &ws);
     unsigned long accepted[MAX_WORKERS] = { 0 }, total = 0;
     struct holdings h;
 
@@ -651,10 +550,10 @@ START_TEST(test_2_workers_hold_a_socket_each_and_share_200_connections_fairly)
         char reply[512];
         int fd = dial(d->port);
 
-        ck_assert_msg(fd >= 0, "connection %d: %s\n%s", i, strerror(-fd), log_tail(d));
+        ck_assert_msg(fd >= 0, "connection %d: %s\n%s", i, strerror(-fd), du_log_tail(d));
         ck_assert(tu_write_all(fd, req, sizeof(req) - 1));
         ck_assert_msg(tu_read_full(fd, reply, sizeof(reply), (int)(IO_TIMEOUT_SEC * 1000)) > 0,
-                      "connection %d: no reply\n%s", i, log_tail(d));
+                      "connection %d: no reply\n%s", i, du_log_tail(d));
         close(fd);
     }
     ck_assert_int_eq(accepted_by_worker(d->port, accepted, MAX_WORKERS), 2);
@@ -672,7 +571,7 @@ START_TEST(test_sigkill_of_a_worker_keeps_its_socket_for_the_replacement_and_no_
 {
     struct conf c = { .workers = 3, .reuse_port = true };
     struct workers before, after;
-    struct daemon *d = start(&c, &before);
+    struct du_daemon *d = start(&c, &before);
     struct holdings h0, h1;
     struct load l;
     double killed_at;
@@ -709,7 +608,7 @@ END_TEST
 static void reload_under_load(const struct conf *confs, int n, int kept, const char *what)
 {
     struct workers ws0, ws;
-    struct daemon *d = start(&confs[0], &ws0);
+    struct du_daemon *d = start(&confs[0], &ws0);
     struct holdings h0, h;
     struct load l;
 
@@ -764,7 +663,7 @@ START_TEST(test_ttou_serves_what_the_leaving_workers_socket_had_queued)
 {
     struct conf c = { .workers = 2, .reuse_port = true };
     struct workers ws, after;
-    struct daemon *d = start(&c, &ws);
+    struct du_daemon *d = start(&c, &ws);
     int fds[TTOU_CONNECTIONS];
 
     ck_assert_int_eq(kill(ws.pid[1], SIGSTOP), 0);
@@ -782,7 +681,7 @@ START_TEST(test_ttou_serves_what_the_leaving_workers_socket_had_queued)
 
         ck_assert_msg(got == 7 && memcmp(back, "queued\n", 7) == 0, "connection %d of %d got "
                       "%zu bytes of its echo after TTOU: %s\n%s", i, TTOU_CONNECTIONS, got,
-                      strerror(errno), log_tail(d));
+                      strerror(errno), du_log_tail(d));
         close(fds[i]);
     }
     wait_workers(d, 1, 1, 0, &after, RELOAD_TIMEOUT_SEC, "TTOU");
@@ -795,7 +694,7 @@ END_TEST
 START_TEST(test_port_0_puts_every_worker_socket_on_the_one_port_the_kernel_chose)
 {
     struct conf c = { .workers = 3, .reuse_port = true };
-    struct daemon *d = daemon_launch(&c, 0, NULL, NULL);
+    struct du_daemon *d = daemon_launch(&c, 0, NULL, NULL);
     unsigned long all[MAX_SOCKETS], mine[MAX_SOCKETS];
     unsigned ports[MAX_SOCKETS];
     struct workers ws;
@@ -804,9 +703,9 @@ START_TEST(test_port_0_puts_every_worker_socket_on_the_one_port_the_kernel_chose
 
     for (int want = 3; want <= 4; want++) {
         do {
-            ck_assert_msg(!daemon_exited(d), "preforkd exited:\n%s", log_tail(d));
+            ck_assert_msg(!daemon_exited(d), "preforkd exited:\n%s", du_log_tail(d));
             ck_assert_msg(tu_now() < deadline, "the master holds %d listening sockets, not "
-                          "%d\n%s", k, want, log_tail(d));
+                          "%d\n%s", k, want, du_log_tail(d));
             usleep(20000);
             n = tcp_listeners(0, all, ports, MAX_SOCKETS);
             k = held_by(d->pid, all, n, mine, MAX_SOCKETS);
@@ -836,7 +735,7 @@ START_TEST(test_unix_listener_stays_shared_and_a_notice_says_why_once)
     char path[PATH_MAX + 16], extra[PATH_MAX + 32];
     struct conf c = { .workers = 2, .reuse_port = true, .extra = extra };
     struct workers ws;
-    struct daemon *d;
+    struct du_daemon *d;
     unsigned long inode, held;
     char level[16];
 
@@ -851,11 +750,11 @@ START_TEST(test_unix_listener_stays_shared_and_a_notice_says_why_once)
                       "accept on the unix socket", i);
     ck_assert_msg(log_lines(d, "does not apply to unix sockets", level) == 1 &&
                   strcmp(level, "notice") == 0, "no notice (or more than one) that reuse_port "
-                  "leaves the unix listener shared:\n%s", log_tail(d));
+                  "leaves the unix listener shared:\n%s", du_log_tail(d));
     c.workers = 3;
     reload(d, &c, 2, &ws, "HUP with workers = 3");
     ck_assert_msg(log_lines(d, "does not apply to unix sockets", level) == 1, "the notice came "
-                  "again on reload:\n%s", log_tail(d));
+                  "again on reload:\n%s", du_log_tail(d));
     ck_assert_int_eq(unix_listener(path), inode);
 }
 END_TEST
@@ -878,7 +777,7 @@ START_TEST(test_socket_passed_by_systemd_stays_shared_and_a_notice_says_why)
 {
     struct conf c = { .workers = 2, .reuse_port = true };
     int fd = tu_listen_on("127.0.0.1", 0);
-    struct daemon *d = daemon_launch(&c, tu_local_port(fd), pass_socket, &fd);
+    struct du_daemon *d = daemon_launch(&c, tu_local_port(fd), pass_socket, &fd);
     struct workers ws;
     char level[16];
 
@@ -887,7 +786,7 @@ START_TEST(test_socket_passed_by_systemd_stays_shared_and_a_notice_says_why)
     wait_workers(d, 2, 1, 1, &ws, READY_TIMEOUT_SEC, "start with a passed socket");
     ck_assert_msg(log_lines(d, "does not apply to the socket systemd passed", level) == 1 &&
                   strcmp(level, "notice") == 0, "no notice that reuse_port leaves the passed "
-                  "socket shared:\n%s", log_tail(d));
+                  "socket shared:\n%s", du_log_tail(d));
 }
 END_TEST
 
@@ -906,7 +805,7 @@ START_TEST(test_reload_that_cannot_bind_a_worker_socket_names_it_and_keeps_the_s
 {
     static const rlim_t max_files = 32;
     struct conf c = { .workers = 2, .reuse_port = true };
-    struct daemon *d = daemon_launch(&c, tu_free_port("127.0.0.1"), limit_files,
+    struct du_daemon *d = daemon_launch(&c, tu_free_port("127.0.0.1"), limit_files,
                                      (void *)&max_files);
     struct workers before, after;
     char where[PATH_MAX + 64];
@@ -921,7 +820,7 @@ START_TEST(test_reload_that_cannot_bind_a_worker_socket_names_it_and_keeps_the_s
     wait_workers(d, 2, 1, 0, &after, 0, "a reload to more sockets than open files");
     ck_assert(memcmp(before.pid, after.pid, sizeof(before.pid)) == 0);
     wait_serving(d);
-    log = log_tail(d);
+    log = du_log_tail(d);
     snprintf(where, sizeof(where), "%s:5: [server] listen = 127.0.0.1:%u: reuse_port socket #",
              d->conf, d->port);
     ck_assert_msg(strstr(log, where) != NULL && strstr(log, strerror(EMFILE)) != NULL &&
@@ -933,19 +832,19 @@ END_TEST
 static Suite *reuseport_suite(void)
 {
     Suite *s = suite_create("reuseport");
-    TCase *tc = tu_add_fixture_tcase(s, "sockets", TCASE_TIMEOUT_SEC, setup, teardown);
+    TCase *tc = du_add_tcase(s, "sockets", TCASE_TIMEOUT_SEC, setup, teardown);
 
     tcase_add_test(tc, test_2_workers_hold_a_socket_each_and_share_200_connections_fairly);
     tcase_add_test(tc, test_sigkill_of_a_worker_keeps_its_socket_for_the_replacement_and_no_connect_fails);
     tcase_add_test(tc, test_port_0_puts_every_worker_socket_on_the_one_port_the_kernel_chose);
 
-    tc = tu_add_fixture_tcase(s, "reload", TCASE_TIMEOUT_SEC, setup, teardown);
+    tc = du_add_tcase(s, "reload", TCASE_TIMEOUT_SEC, setup, teardown);
     tcase_add_test(tc, test_hup_to_3_workers_and_back_to_2_moves_the_sockets_and_fails_no_connection);
     tcase_add_test(tc, test_hup_turning_reuse_port_on_then_off_keeps_socket_0_and_fails_no_connection);
     tcase_add_test(tc, test_reload_that_cannot_bind_a_worker_socket_names_it_and_keeps_the_service);
     tcase_add_test(tc, test_ttou_serves_what_the_leaving_workers_socket_had_queued);
 
-    tc = tu_add_fixture_tcase(s, "shared", TCASE_TIMEOUT_SEC, setup, teardown);
+    tc = du_add_tcase(s, "shared", TCASE_TIMEOUT_SEC, setup, teardown);
     tcase_add_test(tc, test_unix_listener_stays_shared_and_a_notice_says_why_once);
     tcase_add_test(tc, test_socket_passed_by_systemd_stays_shared_and_a_notice_says_why);
     return s;
@@ -953,12 +852,5 @@ static Suite *reuseport_suite(void)
 
 int main(void)
 {
-    preforkd_path = tu_preforkd_path("check_reuseport");
-    if (preforkd_path == NULL)
-        return EXIT_FAILURE;
-    if (mkdtemp(suite_dir) == NULL) {
-        perror("check_reuseport: mkdtemp");
-        return EXIT_FAILURE;
-    }
-    return tu_run_daemon_suite(reuseport_suite(), "check_reuseport", suite_dir, STOP_GRACE_SEC);
+    return du_main(&suite, "check_reuseport", reuseport_suite);
 }

@@ -629,33 +629,3 @@ int tu_kill_recorded_groups(const char *dir, const char *suite, double grace_sec
         usleep(50000);
     }
 }
-
-void tu_setup_test_dir(char *test_dir, size_t size, const char *suite_dir)
-{
-    ck_assert_int_lt(snprintf(test_dir, size, "%s/t-XXXXXX", suite_dir), (int)size);
-    ck_assert_ptr_nonnull(mkdtemp(test_dir));
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-}
-
-TCase *tu_add_fixture_tcase(Suite *s, const char *name, double timeout_sec, SFun setup,
-                             SFun teardown)
-{
-    TCase *tc = tu_add_tcase(s, name, (int)timeout_sec);
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    return tc;
-}
-
-int tu_run_daemon_suite(Suite *s, const char *suite, const char *dir, double grace_sec)
-{
-    int failed = tu_run_suite(s);
-    int left = tu_kill_recorded_groups(dir, suite, grace_sec) + tu_kill_matching(dir);
-
-    if (left > 0) {
-        fprintf(stderr, "%s: killed %d preforkd process%s left running by failed tests\n",
-                suite, left, left == 1 ? "" : "es");
-        failed++;
-    }
-    tu_rmtree(dir);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}

@@ -124,19 +124,4 @@ void tu_record_pgid(const char *dir, pid_t pgid);
  * by themselves), naming each on stderr; returns how many it killed. */
 int tu_kill_recorded_groups(const char *dir, const char *suite, double grace_sec);
 
-/* An integration test's setup: a fresh directory under suite_dir, its
- * path in test_dir (size bytes), and this process a child subreaper, so
- * that the workers of a master that dies become ours to reap. */
-void tu_setup_test_dir(char *test_dir, size_t size, const char *suite_dir);
-/* A test case of an integration suite: its timeout, and setup/teardown
- * as a checked fixture (run in each test's own process). */
-TCase *tu_add_fixture_tcase(Suite *s, const char *name, double timeout_sec, SFun setup,
-                             SFun teardown);
-/* An integration suite's main, once dir (its temp dir) exists: runs s
- * (tu_run_suite), SIGKILLs what failed tests left running (the preforkd
- * processes of the groups recorded in dir, after grace_sec, and any whose
- * command line names dir), counting that as one more failure, and removes
- * dir. Returns main's exit status. */
-int tu_run_daemon_suite(Suite *s, const char *suite, const char *dir, double grace_sec);
-
 #endif
