@@ -89,23 +89,6 @@ struct http_server {
     char date[40];
 };
 
-struct header_value {
-    const char *v;
-    size_t len;
-};
-
-/* One request head, parsed in place: pointers into the read buffer. */
-struct request {
-    http_parser p;
-    const char *url;
-    size_t url_len;
-    const char *field;
-    size_t field_len;
-    int nheaders;
-    struct header_value inm, ims, range, if_range, ua, referer;
-    bool has_host;
-};
-
 /* What a response was, for the counters and the access log. */
 struct response {
     int status;
@@ -157,13 +140,6 @@ static const char *http_date_now(struct http_server *h)
     return h->date;
 }
 
-static bool header_is(const struct request *r, const char *name)
-{
-    size_t n = strlen(name);
-
-    return r->field_len == n && strncasecmp(r->field, name, n) == 0;
-}
-
 /* Appends printf output to out[*at..cap); false if it did not fit. */
 static bool head_add(char *out, size_t *at, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -194,67 +170,6 @@ static bool head_put(char *out, size_t *at, size_t cap, const char *s, size_t le
 
 #define HEAD_PUT_LITERAL(out, at, cap, lit) head_put(out, at, cap, lit, sizeof(lit) - 1)
 
-/* ---- http_parser callbacks: note where things are, copy nothing ---- */
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    struct request *r = p->data;
-
-    if (r->url == NULL)
-        r->url = at;
-    r->url_len += len;
-    return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    struct request *r = p->data;
-
-    r->field = at;
-    r->field_len = len;
-    return ++r->nheaders > HTTP_HEADERS_MAX;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    struct request *r = p->data;
-    struct header_value *hv = NULL;
-
-    if (header_is(r, "if-none-match"))
-        hv = &r->inm;
-    else if (header_is(r, "if-modified-since"))
-        hv = &r->ims;
-    else if (header_is(r, "range"))
-        hv = &r->range;
-    else if (header_is(r, "if-range"))
-        hv = &r->if_range;
-    else if (header_is(r, "user-agent"))
-        hv = &r->ua;
-    else if (header_is(r, "referer"))
-        hv = &r->referer;
-    else if (header_is(r, "host"))
-        r->has_host = true;
-    if (hv != NULL) {
-        hv->v = at;
-        hv->len = len;
-    }
-    return 0;
-}
-
-/* The head is all we parse: the body, if any, is ours to read or refuse. */
-static int on_headers_complete(http_parser *p)
-{
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings parser_settings = {
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-};
-
 /* ---- responses ---- */
 
 /* The peer's address as text, for a log line: asked of the kernel only
@@ -276,7 +191,7 @@ static const char *conn_peer(const struct http_conn *cn, char *out, size_t len)
     return out;
 }
 
-static void count_and_log(struct http_conn *cn, const struct request *r,
+static void count_and_log(struct http_conn *cn, const struct http_request *r,
                           const struct response *rs)
 {
     struct http_server *h = cn->h;
@@ -300,7 +215,7 @@ static void count_and_log(struct http_conn *cn, const struct request *r,
 }
 
 /* Status line and the headers every response has. */
-static size_t head_start(struct http_conn *cn, const struct request *r, int status,
+static size_t head_start(struct http_conn *cn, const struct http_request *r, int status,
                          char *out, size_t cap)
 {
     const char *reason = reason_phrase(status), *date = http_date_now(cn->h);
@@ -339,7 +254,7 @@ static void response_written_cb(struct pf_iostream *s)
 }
 
 /* A short HTML error page. extra: more header lines, or "". */
-static void respond_error(struct http_conn *cn, const struct request *r, int status,
+static void respond_error(struct http_conn *cn, const struct http_request *r, int status,
                           bool close, const char *extra)
 {
     char head[HTTP_RESPONSE_HEAD_MAX], body[256];
@@ -370,7 +285,7 @@ static void respond_error(struct http_conn *cn, const struct request *r, int sta
     pf_iostream_write(cn->s, head, at, response_written_cb);
 }
 
-static void respond_status_page(struct http_conn *cn, const struct request *r)
+static void respond_status_page(struct http_conn *cn, const struct http_request *r)
 {
     char head[HTTP_RESPONSE_HEAD_MAX];
     size_t len = 0, at;
@@ -398,7 +313,7 @@ static void respond_status_page(struct http_conn *cn, const struct request *r)
 
 /* ---- conditional and range requests ---- */
 
-static bool etag_listed(const struct header_value *inm, const char *etag)
+static bool etag_listed(const struct http_header_value *inm, const char *etag)
 {
     size_t n = strlen(etag);
 
@@ -411,7 +326,7 @@ static bool etag_listed(const struct header_value *inm, const char *etag)
     return false;
 }
 
-static bool not_modified_since(const struct header_value *ims, time_t mtime)
+static bool not_modified_since(const struct http_header_value *ims, time_t mtime)
 {
     char buf[HTTP_DATE_VALUE_MAX];
     struct tm tm = { 0 };
@@ -430,7 +345,7 @@ enum range_result { RANGE_NONE, RANGE_OK, RANGE_UNSATISFIABLE };
 /* One "bytes=first-last", "bytes=first-" or "bytes=-suffix"; anything else
  * (several ranges, other units, bad syntax) serves the whole file, as RFC
  * 9110 lets a server do. */
-static enum range_result parse_range(const struct header_value *hv, off_t size,
+static enum range_result parse_range(const struct http_header_value *hv, off_t size,
                                      off_t *first, off_t *last)
 {
     char buf[64], *p, *end;
@@ -485,7 +400,7 @@ static int errno_to_status(int err)
 
 /* A file from the cache: the head, then the body from memory (one writev)
  * or by sendfile; f stays referenced by cn until the send is done. */
-static void respond_file(struct http_conn *cn, const struct request *r, struct http_file *f)
+static void respond_file(struct http_conn *cn, const struct http_request *r, struct http_file *f)
 {
     char head[HTTP_RESPONSE_HEAD_MAX], extra[96];
     off_t size = f->st.st_size, first = 0, last = size - 1;
@@ -541,7 +456,7 @@ static void respond_file(struct http_conn *cn, const struct request *r, struct h
     }
 }
 
-static void serve_path(struct http_conn *cn, const struct request *r, const char *path,
+static void serve_path(struct http_conn *cn, const struct http_request *r, const char *path,
                        size_t path_len, const char *query, size_t query_len)
 {
     struct http_server *h = cn->h;
@@ -574,7 +489,7 @@ static void serve_path(struct http_conn *cn, const struct request *r, const char
 
 /* ---- requests ---- */
 
-static void http_serve(struct http_conn *cn, struct request *r)
+static void http_serve(struct http_conn *cn, struct http_request *r)
 {
     const struct config *c = cn->h->c;
     unsigned long long body = r->p.content_length == ULLONG_MAX ? 0 : r->p.content_length;
@@ -627,7 +542,7 @@ static void head_read_cb(struct pf_iostream *s, const char *buf, size_t len, int
 {
     struct http_conn *cn = pf_iostream_data(s);
     const char *eol = memchr(buf, '\n', len < HTTP_REQUEST_LINE_MAX ? len : HTTP_REQUEST_LINE_MAX);
-    struct request r = { 0 };
+    struct http_request r = { 0 };
     char peer[PEER_TEXT_MAX];
     size_t used;
 
@@ -641,9 +556,7 @@ static void head_read_cb(struct pf_iostream *s, const char *buf, size_t len, int
         respond_error(cn, NULL, 431, true, "");
         return;
     }
-    http_parser_init(&r.p, HTTP_REQUEST);
-    r.p.data = &r;
-    used = http_parser_execute(&r.p, &parser_settings, buf, len);
+    used = http_head_parse(&r, buf, len);
     /* The parser pauses on the head's last byte. Pausing sooner means it
      * saw the end of the head where http_head_end() did not: what follows is
      * not ours to guess at, so refuse the framing. */

@@ -3,17 +3,15 @@
  * It is cut into request heads by http_head_end (http.c reads a head with
  * read_until_match(http_head_end, HTTP_HEAD_MAX)), checking that a search
  * resumed from where an earlier one stopped finds the same end as one from
- * the start (the bytes of a head come in pieces). Each head goes through http_parser as
- * daemon/http.c's head_read_cb does, and the target of each request that
- * http_serve would serve goes through http_path_normalize, checked by
- * fuzz_check_normalize. Bodies are skipped as conn_next_request discards
- * them, and a response that closes the connection ends the input.
+ * the start (the bytes of a head come in pieces). Each head is parsed by
+ * http_head_parse, as daemon/http.c's head_read_cb does, and the target of
+ * each request that http_serve would serve goes through http_path_normalize,
+ * checked by fuzz_check_normalize. Bodies are skipped as conn_next_request
+ * discards them, and a response that closes the connection ends the input.
  *
- * http.c keeps its parser callbacks and head handling static, so the part
- * of them that decides what is served is copied here (marked "as http.c");
- * a change there must be repeated here until http.c exposes its head
- * parser (http_parse_head()). Checks about http.c's own decisions belong
- * to that function then: a check here would test the copy.
+ * What http_serve decides from a parsed head (refuse, redirect, serve) is
+ * static in http.c, so the part of it that decides what is served is copied
+ * here (marked "as http.c"); a change there must be repeated here.
  */
 #include <http_parser.h>
 #include <limits.h>
@@ -26,46 +24,6 @@
 #include "fuzz_normalize.h"
 #include "fuzz_util.h"
 
-/* As http.c's struct request, less the header values it only answers with. */
-struct request {
-    http_parser p;
-    const char *url;
-    size_t url_len;
-    int nheaders;
-};
-
-/* As http.c: note where the URL is, count headers, stop after the head. */
-static int request_on_url(http_parser *p, const char *at, size_t len)
-{
-    struct request *r = p->data;
-
-    if (r->url == NULL)
-        r->url = at;
-    r->url_len += len;
-    return 0;
-}
-
-static int request_on_header_field(http_parser *p, const char *at, size_t len)
-{
-    struct request *r = p->data;
-
-    (void)at;
-    (void)len;
-    return ++r->nheaders > HTTP_HEADERS_MAX;
-}
-
-static int request_on_headers_complete(http_parser *p)
-{
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings request_settings = {
-    .on_url = request_on_url,
-    .on_header_field = request_on_header_field,
-    .on_headers_complete = request_on_headers_complete,
-};
-
 /* What became of one request: whether the connection carries on, and how
  * many body bytes are dropped before the next head. */
 struct request_outcome {
@@ -74,7 +32,7 @@ struct request_outcome {
 };
 
 /* As http.c's http_serve, up to the call of http_path_normalize. */
-static struct request_outcome request_serve(const char *buf, size_t len, struct request *r)
+static struct request_outcome request_serve(const char *buf, size_t len, struct http_request *r)
 {
     unsigned long long body = r->p.content_length == ULLONG_MAX ? 0 : r->p.content_length;
     struct request_outcome o = { .keep_going = http_should_keep_alive(&r->p) != 0 };
@@ -110,14 +68,12 @@ static struct request_outcome request_serve(const char *buf, size_t len, struct 
 static struct request_outcome request_head(const char *buf, size_t len, bool emsgsize)
 {
     const char *eol = memchr(buf, '\n', len < HTTP_REQUEST_LINE_MAX ? len : HTTP_REQUEST_LINE_MAX);
-    struct request r = { 0 };
+    struct http_request r;
     size_t used;
 
     if ((eol == NULL && len >= HTTP_REQUEST_LINE_MAX) || emsgsize)
         return (struct request_outcome){ .keep_going = false };     /* 414, 431 */
-    http_parser_init(&r.p, HTTP_REQUEST);
-    r.p.data = &r;
-    used = http_parser_execute(&r.p, &request_settings, buf, len);
+    used = http_head_parse(&r, buf, len);
     FUZZ_CHECK(used <= len, "http_parser used %zu of %zu bytes", used, len);
     if (HTTP_PARSER_ERRNO(&r.p) != HPE_PAUSED || r.url == NULL)
         return (struct request_outcome){ .keep_going = false };     /* 400, 431 */
